@@ -1,0 +1,62 @@
+"""The main job: zero-shot eval -> fine-tune -> forget (-> relearn) on one task.
+
+Paper defaults (Zhang, Choshen & Andreas 2024, Appendix A). Command lines::
+
+  python main.py --config=configs/forget.py:arc_easy --workdir=runs/arc_easy
+  python main.py --config=configs/forget.py:task=copa,runlocal=True --workdir=runs/copa
+  python main.py --config=configs/forget.py:task=rte,forget_mode=flipped --workdir=runs/rte_flip
+  python main.py --config=configs/forget.py:rte --config.n_train=100 --workdir=runs/rte_n100
+  python main.py --config=configs/forget.py:task=cb,forget_task=copa --config.init_from=runs/ft-cb \
+      --workdir=runs/forget-copa-on-cb          # a cross-task cell A=copa -> B=cb
+
+``runlocal=True`` shrinks the budget for a laptop CPU (60 train examples, 2 + 3 epochs, 60
+eval examples per split) without copying the config.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = common.parse_arg(
+        arg, task="arc_easy", forget_task="", forget_mode="random", runlocal=False,
+        n_train=1000, seed=0, model="smollm2-135m",
+    )
+    config = ml_collections.ConfigDict()
+    config.job = "forget"
+    common.model_and_data(config)
+    config.model = a.model
+    config.seed = a.seed
+
+    config.task = a.task  # fine-tuned on and evaluated (B of a cross-task cell)
+    config.forget_task = a.forget_task  # whose train set gets random labels; "" = task (A)
+    config.eval_tasks = ""  # "+"-joined extra tasks evaluated after each phase
+    config.n_train = a.n_train  # 1000 default; 100 for the small forget-set experiment
+    config.limit = 0  # max examples per validation/test split (0 = all); for quick runs
+    config.forget_mode = a.forget_mode  # "random" | "flipped"
+    config.stop_after = "forget"  # "pretrained" | "finetune" | "forget" | "relearn"
+    config.init_from = ""  # a run dir whose best fine-tuned checkpoint (and its results) we reuse
+
+    config.finetune = ml_collections.ConfigDict(dict(
+        lr=3e-3, max_epochs=100, batch_size=3, patience=0,  # patience 0 = no early stop by patience
+        stop_train_acc=0.99, grad_clip=1.0))
+    config.forget = ml_collections.ConfigDict(dict(
+        lr=1e-4, max_epochs=100, batch_size=3, stop_test_acc=0.5, grad_clip=1.0))
+    config.relearn = ml_collections.ConfigDict(dict(
+        enabled=False, lr=3e-5, max_epochs=20, batch_size=3, stop_train_acc=0.99, grad_clip=1.0))
+
+    config.activations = ml_collections.ConfigDict(dict(
+        enabled=False, layer=-5, dtype="float32"))
+    config.save_epoch_predictions = True  # per-epoch confidences -> predictions/epochs/<phase>.npz
+    config.runlocal = a.runlocal
+
+    if a.runlocal:
+        config.n_train = min(a.n_train, 60)
+        config.limit = 60
+        config.finetune.max_epochs = 2
+        config.forget.max_epochs = 3
+        config.relearn.max_epochs = 3
+    return config

@@ -1,0 +1,286 @@
+"""One run: zero-shot eval -> fine-tune -> forget (-> relearn) -> metrics, into a workdir.
+
+``run(config, workdir)`` is what ``main.py`` and the tests call. Rerunning the same command on
+the same workdir resumes (phase, epoch, RNG and data order included). Resume order: this
+workdir's own checkpoints, then ``init_from`` (another run's best fine-tuned checkpoint), then
+the Hugging Face / GGUF weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import shutil
+import time
+
+import jax
+import ml_collections
+
+from forget_jax import batching, phases, rundir
+from forget_jax import checkpoint as ckpt
+from forget_jax import sharding as shd
+from forget_jax import steps as steps_lib
+
+log = logging.getLogger("forget_jax")
+
+ROLES = ("train", "validation", "test")
+STOP_AFTER = ("pretrained", "finetune", "forget", "relearn")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; raised before any compute."""
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks config values up front, with one clear message per problem."""
+    from forget_jax.tasks import TASK_NAMES
+
+    def task_ok(t, what):
+        if t not in TASK_NAMES:
+            raise ConfigError(f"unknown {what} {t!r}; known tasks: {', '.join(TASK_NAMES)}")
+
+    task_ok(config.task, "task")
+    if config.job == "eval":
+        for s in config.splits.split("+"):
+            if s not in ROLES:
+                raise ConfigError(f"unknown split {s!r} in splits; use {'+'.join(ROLES)}")
+        return
+    if config.forget_task:
+        task_ok(config.forget_task, "forget_task")
+    for t in filter(None, config.eval_tasks.split("+")):
+        task_ok(t, "eval task")
+    if config.forget_mode not in ("random", "flipped"):
+        raise ConfigError(f"unknown forget_mode {config.forget_mode!r}; use 'random' or 'flipped'")
+    if config.stop_after not in STOP_AFTER:
+        raise ConfigError(f"unknown stop_after {config.stop_after!r}; use one of {STOP_AFTER}")
+    if config.n_train < 1:
+        raise ConfigError(f"n_train must be >= 1, got {config.n_train}")
+    if config.precision not in ("float32", "bfloat16"):
+        raise ConfigError(f"precision must be float32 or bfloat16, got {config.precision!r}")
+    for name in ("finetune", "forget", "relearn"):
+        ph = config[name]
+        if not ph.lr > 0:
+            raise ConfigError(f"{name}.lr must be > 0, got {ph.lr}")
+        if ph.max_epochs < 0 or ph.batch_size < 1:
+            raise ConfigError(f"{name}.max_epochs must be >= 0 and batch_size >= 1")
+        if not ph.grad_clip > 0:
+            raise ConfigError(f"{name}.grad_clip must be > 0, got {ph.grad_clip}")
+    if config.init_from:
+        res = pathlib.Path(config.init_from) / "results.json"
+        if not res.exists():
+            raise ConfigError(f"init_from={config.init_from}: no results.json there")
+        prev = rundir.read_json(res)
+        if "finetuned" not in prev.get("accuracy", {}):
+            raise ConfigError(f"init_from={config.init_from} has no finished fine-tune phase")
+        if prev.get("task") != config.task or prev.get("model") != config.model:
+            raise ConfigError(
+                f"init_from={config.init_from} was fine-tuned on {prev.get('task')!r} with "
+                f"{prev.get('model')!r}, this run needs task {config.task!r} / {config.model!r}")
+
+
+def forget_ratio(acc_ft: float, acc_fg: float, mode: str) -> float | None:
+    """Paper's forget ratio; flipped uses the denominator acc_ft - (1 - acc_ft)."""
+    denom = acc_ft - 0.5 if mode == "random" else acc_ft - (1.0 - acc_ft)
+    return (acc_ft - acc_fg) / denom if denom > 0 else None
+
+
+def load_splits(config, tokenizer, task: str, roles=ROLES, limit: int | None = None):
+    """Loads a task's roles (TaskData) and tokenizes them."""
+    from forget_jax.tasks import load_task
+
+    data = load_task(task, data_dir=config.data_dir or None, n_train=config.n_train,
+                     seed=config.seed, limit=limit or None)
+    log.info("%s: roles %s; paper_splits=%s; removed %s", task, data.split_roles,
+             data.paper_splits, data.removal_counts)
+    out = {}
+    for role in roles:
+        exs = data.split(role)
+        if not exs:
+            from forget_jax.tasks import TaskError
+            raise TaskError(f"task {task}: the {role} role is empty")
+        encs = batching.encode(tokenizer, [e.prompt for e in exs], [e.choices for e in exs],
+                               config.max_seq_len)
+        out[role] = phases.Split(task, role, exs, encs)
+    return data, out
+
+
+def _setup(config, workdir):
+    from forget_jax.models import load_model
+
+    t0 = time.perf_counter()
+    lm = load_model(config.model, dtype=config.precision)
+    graphdef, params = steps_lib.split_model(lm.model)
+    m = config.mesh
+    mesh = shd.make_mesh(m.data, m.fsdp, m.tensor)
+    params = jax.device_put(params, shd.param_shardings(params, mesh))
+    score_steps = steps_lib.make_steps(graphdef, params, mesh,
+                                       feature_layer=config.activations.layer)
+    tb = rundir.TensorBoard(pathlib.Path(workdir) / "tensorboard") if rundir.is_main() else None
+    env = phases.Env(str(workdir), mesh, graphdef, config.eval_batch_size, config.seed, tb,
+                     score_steps)
+    log.info("model %s loaded from %s in %.1fs; mesh %s", config.model, lm.source,
+             time.perf_counter() - t0, dict(mesh.shape))
+    return lm, params, env
+
+
+def _write_results(workdir, results):
+    if rundir.is_main():
+        rundir.write_json(pathlib.Path(workdir) / "results.json", results)
+
+
+def run_eval(config, workdir) -> dict:
+    """Zero-shot scoring of one task (configs/eval.py)."""
+    lm, params, env = _setup(config, workdir)
+    roles = tuple(config.splits.split("+"))
+    data, splits = load_splits(config, lm.tokenizer, config.task, roles, config.limit)
+    scored = phases.evaluate(env, params, "pretrained", [splits[r] for r in roles])
+    results = {"task": config.task, "model": config.model, "seed": config.seed,
+               "n_examples": {r: len(splits[r].examples) for r in roles},
+               "split_roles": data.split_roles, "paper_splits": data.paper_splits,
+               "accuracy": {"pretrained": {r: scored[splits[r].name]["acc"] for r in roles}},
+               "throughput": {r: scored[splits[r].name]["examples_per_s"] for r in roles},
+               "complete": True}
+    _write_results(workdir, results)
+    return results
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) one job described by ``config`` in ``workdir``; returns results."""
+    validate(config)
+    workdir = str(pathlib.Path(workdir).absolute())
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    if rundir.is_main():
+        rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
+    if config.job == "eval":
+        return run_eval(config, workdir)
+    return run_forget(config, workdir)
+
+
+def run_forget(config, workdir) -> dict:
+    task = config.task
+    ftask = config.forget_task or task
+    extra = [t for t in config.eval_tasks.split("+") if t and t != task]
+    lm, params, env = _setup(config, workdir)
+    limit = config.limit or None
+    data, B = load_splits(config, lm.tokenizer, task, ROLES, limit)
+    A = B if ftask == task else load_splits(config, lm.tokenizer, ftask, ("train",), limit)[1]
+    others = {t: load_splits(config, lm.tokenizer, t, ("test",), limit)[1]["test"] for t in extra}
+
+    results = {"task": task, "model": config.model, "forget_mode": config.forget_mode,
+               "forget_task": ftask, "eval_task": task, "seed": config.seed,
+               "n_examples": {r: len(B[r].examples) for r in ROLES},
+               "n_forget_train": len(A["train"].examples),
+               "split_roles": data.split_roles, "paper_splits": data.paper_splits,
+               "accuracy": {}, "epochs": {}, "complete": False}
+    eval_splits = [B[r] for r in ROLES] + ([A["train"]] if ftask != task else []) + \
+        list(others.values())
+
+    def record(phase_name, scored):
+        results["accuracy"][phase_name] = {r: scored[B[r].name]["acc"] for r in ROLES}
+        if ftask != task:
+            results.setdefault("forget_train_accuracy", {})[phase_name] = \
+                scored[A["train"].name]["acc"]
+        for t, sp in others.items():
+            results.setdefault("eval_tasks", {}).setdefault(t, {})[phase_name] = \
+                scored[sp.name]["acc"]
+        _write_results(workdir, results)
+
+    def activations(phase_name, p):
+        if config.activations.enabled:
+            tree = phases.features(env, p, [B[r] for r in ROLES], config.activations.layer)
+            ckpt.save_activations(pathlib.Path(workdir) / "activations" / phase_name, tree,
+                                  config.activations.dtype)
+
+    history: list[dict] = []
+    # --- pretrained + fine-tune (or reuse another run's fine-tuned checkpoint) -------------
+    if config.init_from:
+        src = pathlib.Path(config.init_from)
+        prev = rundir.read_json(src / "results.json")
+        for ph in ("pretrained",):
+            results["accuracy"][ph] = prev["accuracy"][ph]
+            if (src / "predictions" / ph).is_dir() and rundir.is_main():
+                shutil.copytree(src / "predictions" / ph, pathlib.Path(workdir) / "predictions" /
+                                ph, dirs_exist_ok=True)
+        results["epochs"]["finetune"] = prev["epochs"]["finetune"]
+        results["init_from"] = str(src)
+        best = ckpt.BestCheckpoint(src)
+        params, _ = best.restore(ckpt.abstract_like(params))
+        best.close()
+    else:
+        scored = phases.evaluate(env, params, "pretrained", eval_splits)
+        record("pretrained", scored)
+        activations("pretrained", params)
+        if config.stop_after == "pretrained":
+            return _complete(workdir, results)
+        ft = config.finetune
+        spec = phases.PhaseSpec(
+            "finetune", ft.lr, ft.max_epochs, ft.batch_size, ft.grad_clip, "gold", B["train"],
+            {r: B[r] for r in ROLES},
+            lambda a, s=ft.stop_train_acc: f"train_acc >= {s}" if a["train"] >= s else None,
+            keep_best=True, patience=ft.patience)
+        params, summary = phases.train_phase(
+            env, spec, params, {r: scored[B[r].name] for r in ROLES}, history)
+        history = history + summary["history"]
+        results["epochs"]["finetune"] = summary["epochs"]
+        results["best_finetune_epoch"] = summary["best_epoch"]
+    scored = phases.evaluate(env, params, "finetuned", eval_splits)
+    record("finetuned", scored)
+    activations("finetuned", params)
+    if config.stop_after == "finetune":
+        return _complete(workdir, results)
+
+    # --- forget ------------------------------------------------------------------------------
+    fg = config.forget
+    monitor = {"train": A["train"], "validation": B["validation"], "test": B["test"]}
+    spec = phases.PhaseSpec(
+        "forget", fg.lr, fg.max_epochs, fg.batch_size, fg.grad_clip, config.forget_mode,
+        A["train"], monitor,
+        lambda a, s=fg.stop_test_acc: f"test_acc < {s}" if a["test"] < s else None)
+    init = {r: scored[sp.name] for r, sp in monitor.items()}
+    params, summary = phases.train_phase(env, spec, params, init, history)
+    history = history + summary["history"]
+    results["epochs"]["forget"] = summary["epochs"]
+    results["forget_stop_reason"] = summary["stop_reason"]
+    scored = phases.evaluate(env, params, "forgotten", eval_splits)
+    record("forgotten", scored)
+    activations("forgotten", params)
+    acc = results["accuracy"]
+    results["forget_gap"] = acc["forgotten"]["test"] - 0.5
+    for mode in ("random", "flipped"):
+        r = forget_ratio(acc["finetuned"]["test"], acc["forgotten"]["test"], mode)
+        if r is not None:
+            results[f"forget_ratio_{mode}"] = r
+    r = forget_ratio(acc["finetuned"]["test"], acc["forgotten"]["test"], config.forget_mode)
+    if r is not None:
+        results["forget_ratio"] = r
+    else:
+        results["forget_ratio_note"] = "undefined: fine-tuned test accuracy does not beat chance"
+    for t, d in results.get("eval_tasks", {}).items():
+        if "finetuned" in d and "forgotten" in d:
+            rr = forget_ratio(d["finetuned"], d["forgotten"], config.forget_mode)
+            if rr is not None:
+                d["forget_ratio"] = rr
+    _write_results(workdir, results)
+
+    # --- relearn (learning-order analysis) -----------------------------------------------------
+    if config.relearn.enabled or config.stop_after == "relearn":
+        rl = config.relearn
+        spec = phases.PhaseSpec(
+            "relearn", rl.lr, rl.max_epochs, rl.batch_size, rl.grad_clip, "gold", A["train"],
+            {"train": A["train"]},
+            lambda a, s=rl.stop_train_acc: f"train_acc >= {s}" if a["train"] >= s else None)
+        params, summary = phases.train_phase(
+            env, spec, params, {"train": scored[A["train"].name]}, history)
+        results["epochs"]["relearn"] = summary["epochs"]
+        scored = phases.evaluate(env, params, "relearned", eval_splits)
+        record("relearned", scored)
+    return _complete(workdir, results)
+
+
+def _complete(workdir, results) -> dict:
+    results["complete"] = True
+    _write_results(workdir, results)
+    log.info("run complete: %s", {k: results[k] for k in results
+                                  if k in ("accuracy", "forget_gap", "forget_ratio")})
+    return results
+

@@ -1,0 +1,82 @@
+"""Zero-shot scoring: mean per-token log-likelihood of both answers, prediction, confidence.
+
+The paper's rule (TASKS.md §1): ``score_j = LL_j / n_j`` (mean log-probability per continuation
+token); prediction = argmax with ties to the lower index; confidence =
+``p_gold / (p_gold + p_other)`` with ``p = exp(score)``. lm-eval's ``acc`` (sum) and ``acc_norm``
+(per character) on the same two choices are logged alongside for sanity checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from forget_jax import batching
+from forget_jax import sharding as shd
+
+
+def score_encoded(steps, params, encs: Sequence[batching.Encoded], batch_size: int,
+                  desc: str = "score", progress: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Mean per-token log-likelihood [N,2] and token counts [N,2] of encoded examples."""
+    B = shd.pad_batch_size(batch_size, steps.mesh)
+    n = len(encs)
+    mean_ll = np.zeros((n, 2), np.float64)
+    counts = np.zeros((n, 2), np.int64)
+    pending = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress or jax.process_index() != 0,
+               leave=False)
+    for idx, batch in batching.length_sorted_batches(encs, B):
+        out = steps.score(params, shd.put_batch(batching.score_batch(batch, B), steps.mesh))
+        pending.append((idx, out))  # no host sync here: results are fetched in bulk below
+        bar.update(len(idx))
+    for idx, out in pending:
+        ll = np.asarray(jax.device_get(out["loglik_sum"]), np.float64)[: len(idx)]
+        nt = np.asarray(jax.device_get(out["n_tokens"]))[: len(idx)]
+        mean_ll[idx] = ll / nt
+        counts[idx] = nt
+    bar.close()
+    secs = time.perf_counter() - t0
+    return mean_ll, counts, dict(seconds=secs, examples_per_s=n / max(secs, 1e-9))
+
+
+def predictions(mean_ll: np.ndarray, gold: np.ndarray) -> dict[str, np.ndarray]:
+    """Prediction (ties -> lower index), correctness and confidence p_gold/(p_gold+p_other)."""
+    pred = np.argmax(mean_ll, axis=1)  # np.argmax returns the first maximum
+    g = gold.astype(int)
+    lg = mean_ll[np.arange(len(g)), g]
+    lo = mean_ll[np.arange(len(g)), 1 - g]
+    confidence = 1.0 / (1.0 + np.exp(lo - lg))  # = p_g / (p_g + p_o), numerically stable
+    return dict(pred=pred, correct=pred == g, confidence=confidence)
+
+
+def lm_eval_metrics(mean_ll: np.ndarray, counts: np.ndarray, choices: Sequence[Sequence[str]],
+                    gold: np.ndarray) -> dict[str, float]:
+    """lm-eval's ``acc`` (summed LL) and ``acc_norm`` (LL per character of the choice)."""
+    total = mean_ll * counts
+    # lm-eval counts the choice string without the target delimiter (one leading space).
+    chars = np.array([[max(len(c[j]) - 1, 1) for j in (0, 1)] for c in choices], np.float64)
+    acc = float(np.mean(np.argmax(total, 1) == gold))
+    acc_norm = float(np.mean(np.argmax(total / chars, 1) == gold))
+    return dict(acc_sum=acc, acc_norm=acc_norm)
+
+
+def prediction_records(examples, mean_ll: np.ndarray, counts: np.ndarray) -> list[dict]:
+    """One CONTRACT.md prediction record per example."""
+    gold = np.array([e.gold for e in examples])
+    p = predictions(mean_ll, gold)
+    out = []
+    for i, e in enumerate(examples):
+        out.append({
+            "id": e.id, "prompt": e.prompt, "choices": list(e.choices), "gold": int(e.gold),
+            "loglik": [float(mean_ll[i, 0]), float(mean_ll[i, 1])],
+            "n_tokens": [int(counts[i, 0]), int(counts[i, 1])],
+            "pred": int(p["pred"][i]), "correct": bool(p["correct"][i]),
+            "confidence": float(p["confidence"][i]),
+        })
+    return out

@@ -1,0 +1,183 @@
+"""Pure jitted steps: ``train_step``, ``score_step``, ``features_step``.
+
+Steps take the parameters as a plain pytree (``nnx.split`` + pure dict) and the model's
+``GraphDef`` bound with ``functools.partial``; they know no schedule and no tasks. ``make_steps``
+jits them with explicit ``in_shardings`` / ``out_shardings`` (from :mod:`forget_jax.sharding`)
+and donates the training state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from forget_jax import sharding as shd
+
+Params = Any  # nested dict of arrays (nnx pure dict)
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Params
+    opt_state: Any
+
+
+def make_optimizer(lr: float, grad_clip: float = 1.0) -> optax.GradientTransformation:
+    """The paper's optimizer: global-norm clipping then plain SGD at a constant rate."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.sgd(lr))
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Params]:
+    graphdef, state = nnx.split(model)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def _answer_logliks(model, h, tgt_pos, tgt_ids):
+    """Log p(token) at the gathered answer positions only: [B,S] float32."""
+    h_BSD = jnp.take_along_axis(h, tgt_pos[..., None], axis=1)
+    logits_BSV = model.logits(h_BSD).astype(jnp.float32)
+    logp_BSV = jax.nn.log_softmax(logits_BSV, axis=-1)
+    return jnp.take_along_axis(logp_BSV, tgt_ids[..., None], axis=-1)[..., 0]
+
+
+def packed_attention(seg):
+    """[B,T,T] mask for packed rows: causal, answers see the prompt and themselves only."""
+    q, k = seg[:, :, None], seg[:, None, :]
+    T = seg.shape[1]
+    causal = jnp.arange(T)[:, None] >= jnp.arange(T)[None, :]
+    return causal[None] & (k >= 0) & (q >= 0) & ((k == 0) | (k == q))
+
+
+def loss_fn(params: Params, batch: dict, graphdef: nnx.GraphDef):
+    """Mean token NLL over the response tokens (prompt masked)."""
+    model = nnx.merge(graphdef, params)
+    h, _ = model.encode(batch["tokens"], mask=batch["mask"])
+    ll = _answer_logliks(model, h, batch["tgt_pos"], batch["tgt_ids"])
+    w = batch["tgt_w"]
+    n = jnp.maximum(w.sum(), 1.0)
+    return -(ll * w).sum() / n, n
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
+               tx: optax.GradientTransformation, grad_clip: float
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step. Returns the new state and loss / raw and clipped grad norm."""
+    (loss, n_tok), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, graphdef)
+    raw = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(loss=loss, grad_norm=raw, grad_norm_clipped=jnp.minimum(raw, grad_clip),
+                   n_tokens=n_tok)
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def score_step(params: Params, batch: dict, *, graphdef: nnx.GraphDef) -> dict[str, jax.Array]:
+    """Summed log-likelihood and token count of both answers of each packed row: [B,2]."""
+    model = nnx.merge(graphdef, params)
+    h, _ = model.encode(batch["tokens"], mask=packed_attention(batch["seg"]),
+                        positions=batch["positions"])
+    ll = _answer_logliks(model, h, batch["tgt_pos"], batch["tgt_ids"])
+    onehot = (batch["tgt_choice"][..., None] == jnp.arange(2)).astype(jnp.float32)
+    return dict(loglik_sum=jnp.einsum("bs,bsc->bc", ll, onehot),
+                n_tokens=onehot.sum(axis=1).astype(jnp.int32))
+
+
+def features_step(params: Params, batch: dict, *, graphdef: nnx.GraphDef,
+                  layer: int) -> jax.Array:
+    """Hidden states of one layer at (last prompt token, last token of each answer): [B,3,D]."""
+    model = nnx.merge(graphdef, params)
+    _, hs = model.encode(batch["tokens"], mask=packed_attention(batch["seg"]),
+                         positions=batch["positions"], output_hidden_states=True)
+    h_BTD = hs[layer]
+    return jnp.take_along_axis(h_BTD, batch["feat_pos"][..., None], axis=1).astype(jnp.float32)
+
+
+@dataclasses.dataclass
+class Steps:
+    """The jitted steps of one model on one mesh."""
+
+    mesh: Mesh
+    graphdef: nnx.GraphDef
+    param_shardings: Any
+    train: Callable | None
+    score: Callable
+    features: Callable
+    tx: optax.GradientTransformation | None
+
+    def init_state(self, params: Params) -> TrainState:
+        """A sharded TrainState around (already sharded) params."""
+        assert self.tx is not None
+        opt_shardings = _opt_shardings(self.tx, params, self.param_shardings, self.mesh)
+        init = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, self.tx.init(p)),
+                       out_shardings=TrainState(shd.replicated(self.mesh), self.param_shardings,
+                                                opt_shardings))
+        return init(params)
+
+    def abstract_state(self, params: Params) -> TrainState:
+        """ShapeDtypeStructs with shardings of the TrainState, for restoring a checkpoint."""
+        shapes = jax.eval_shape(
+            lambda p: TrainState(jnp.zeros((), jnp.int32), p, self.tx.init(p)), params)
+        return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            shapes, self.state_shardings(params))
+
+    def state_shardings(self, params: Params) -> TrainState:
+        return TrainState(shd.replicated(self.mesh), self.param_shardings,
+                          _opt_shardings(self.tx, params, self.param_shardings, self.mesh))
+
+
+def _opt_shardings(tx, params, param_shardings, mesh):
+    """Optimizer state leaves shaped like params take the param's sharding; others replicate."""
+    abstract = jax.eval_shape(tx.init, params)
+    flat_p = {tuple(map(str, path)): s for path, s in
+              jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+    shapes = {tuple(map(str, path)): x.shape for path, x in
+              jax.tree_util.tree_flatten_with_path(params)[0]}
+
+    def one(path, leaf):
+        key = tuple(map(str, path))
+        for n in range(len(key)):
+            sub = key[n:]
+            if sub in flat_p and shapes[sub] == leaf.shape:
+                return flat_p[sub]
+        return NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map_with_path(one, abstract)
+
+
+def make_steps(graphdef: nnx.GraphDef, params: Params, mesh: Mesh, *, lr: float | None = None,
+               grad_clip: float = 1.0, feature_layer: int = -5) -> Steps:
+    """Jits the steps with explicit shardings; ``lr=None`` builds scoring/features only."""
+    p_shard = shd.param_shardings(params, mesh)
+    rep = shd.replicated(mesh)
+    bs = lambda nd: shd.batch_sharding(mesh, nd)  # noqa: E731
+    score_in = dict(tokens=bs(2), positions=bs(2), seg=bs(2), tgt_pos=bs(2), tgt_ids=bs(2),
+                    tgt_choice=bs(2), feat_pos=bs(2))
+    score = jax.jit(functools.partial(score_step, graphdef=graphdef),
+                    in_shardings=(p_shard, score_in),
+                    out_shardings=dict(loglik_sum=bs(2), n_tokens=bs(2)))
+    features = jax.jit(functools.partial(features_step, graphdef=graphdef, layer=feature_layer),
+                       in_shardings=(p_shard, score_in), out_shardings=bs(3))
+    train, tx = None, None
+    if lr is not None:
+        tx = make_optimizer(lr, grad_clip)
+        state_sh = TrainState(rep, p_shard, _opt_shardings(tx, params, p_shard, mesh))
+        train_in = dict(tokens=bs(2), mask=bs(2), tgt_pos=bs(2), tgt_ids=bs(2), tgt_w=bs(2))
+        train = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx,
+                                          grad_clip=grad_clip),
+                        in_shardings=(state_sh, train_in),
+                        out_shardings=(state_sh, dict(loss=rep, grad_norm=rep,
+                                                      grad_norm_clipped=rep, n_tokens=rep)),
+                        donate_argnums=0)
+    return Steps(mesh, graphdef, p_shard, train, score, features, tx)

@@ -1,0 +1,63 @@
+"""forget-jax command line: flags + config, multi-host init, then hand off to the library.
+
+  python main.py --config=configs/forget.py:arc_easy --workdir=runs/arc_easy
+  python main.py --config=configs/eval.py:task=boolq,limit=50 --workdir=runs/eval_boolq
+  python main.py --config=configs/sweep.py:experiment=cross_task,tasks=copa+cb,runlocal=True \
+      --workdir=runs/sweep
+  python main.py --config=configs/report.py --workdir=runs/sweep
+
+Bad input (unknown task/model, missing files, invalid config values) prints one line
+``error: ...`` and exits with status 2; no results.json claiming success is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created if absent).")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from forget_jax import errors
+
+    return errors.user_errors()
+
+
+def main(argv) -> int:
+    del argv
+    logging.getLogger("forget_jax").setLevel(logging.INFO)
+    config = _CONFIG.value
+    if config is None or not _WORKDIR.value:
+        print("error: --config and --workdir are required", file=sys.stderr)
+        return 2
+    try:
+        from forget_jax import distributed
+
+        distributed.init_distributed(config)
+        from forget_jax import entry
+
+        entry.dispatch(config, _WORKDIR.value)
+    except _user_errors() as e:  # one clear line, no traceback wall
+        from forget_jax.phases import NonFiniteLoss
+
+        print(f"error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, NonFiniteLoss) else 2
+    return 0
+
+
+def _run() -> None:
+    try:
+        app.run(lambda argv: sys.exit(main(argv)))
+    except flags.Error as e:  # e.g. a config file that fails to load
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    _run()
