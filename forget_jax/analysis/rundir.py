@@ -1,0 +1,290 @@
+"""Readers of run directories (CONTRACT.md) shared by the analyses, and atomic CSV/PNG writers.
+
+Analyses only *read* what a run wrote; nothing here imports models, steps or phases. Every
+reader raises :class:`RunDirError` (a ``ValueError``) naming the offending path when a file is
+missing or malformed, so a report over a sweep says exactly which cell is broken.
+
+Layout read here::
+
+    <run>/results.json
+    <run>/predictions/<phase>/<task>.<split>.jsonl  pretrained|finetuned|forgotten|relearned
+    <run>/predictions/epochs/<training phase>.npz   finetune|forget|relearn
+    <run>/activations/<phase>/                      Orbax, via forget_jax.checkpoint
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PathLike = str | os.PathLike
+SPLITS = ("train", "validation", "test")
+_PRED_KEYS = ("id", "gold", "pred", "correct", "confidence")
+
+
+class RunDirError(ValueError):
+    """A run-directory file is missing or malformed.
+
+    Attributes:
+        path: the file (or directory) that could not be read.
+    """
+
+    def __init__(self, path: PathLike, reason: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_results(run: PathLike) -> dict[str, Any]:
+    """Reads ``<run>/results.json``.
+
+    Args:
+        run: the run directory.
+
+    Returns:
+        The parsed results dict.
+
+    Raises:
+        RunDirError: if the file is missing, not JSON, or lacks ``task``/``accuracy``.
+    """
+    path = Path(run) / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(path, "missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(path, f"not valid JSON ({e})") from None
+    if not isinstance(results, dict) or "task" not in results or "accuracy" not in results:
+        raise RunDirError(path, "expected an object with 'task' and 'accuracy'")
+    return results
+
+
+def read_predictions(run: PathLike, phase: str, task: str, split: str) -> list[dict[str, Any]]:
+    """Reads ``<run>/predictions/<phase>/<task>.<split>.jsonl``.
+
+    Args:
+        run: the run directory.
+        phase: ``pretrained``, ``finetuned``, ``forgotten`` or ``relearned``.
+        task: task name.
+        split: ``train``, ``validation`` or ``test``.
+
+    Returns:
+        One dict per example, in file order.
+
+    Raises:
+        RunDirError: if the file is missing, a line is not JSON, or a line lacks a contract key.
+    """
+    path = Path(run) / "predictions" / phase / f"{task}.{split}.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise RunDirError(path, "missing") from None
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RunDirError(path, f"line {i} is not valid JSON ({e})") from None
+        missing = [k for k in _PRED_KEYS if k not in row]
+        if missing:
+            raise RunDirError(path, f"line {i} lacks {missing}")
+        rows.append(row)
+    return rows
+
+
+def read_epochs(run: PathLike, training_phase: str) -> dict[str, np.ndarray]:
+    """Reads the per-epoch, per-example history ``<run>/predictions/epochs/<phase>.npz``.
+
+    Args:
+        run: the run directory.
+        training_phase: ``finetune``, ``forget`` or ``relearn``.
+
+    Returns:
+        Arrays ``epoch`` [E] and, per evaluated split ``s``, ``{s}_confidence`` [E, N],
+        ``{s}_correct`` [E, N] and ``{s}_ids`` [N].
+
+    Raises:
+        RunDirError: if the file is missing, unreadable, or the shapes disagree.
+    """
+    path = Path(run) / "predictions" / "epochs" / f"{training_phase}.npz"
+    if not path.is_file():
+        raise RunDirError(path, "missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # any npz/zip failure means a malformed file
+        raise RunDirError(path, f"unreadable npz ({type(e).__name__}: {e})") from None
+    if "epoch" not in arrays or arrays["epoch"].ndim != 1:
+        raise RunDirError(path, "lacks a 1-D 'epoch' array")
+    n_epochs = arrays["epoch"].shape[0]
+    splits = [s for s in SPLITS if f"{s}_confidence" in arrays]
+    if not splits:
+        raise RunDirError(path, "has no '<split>_confidence' array")
+    for s in splits:
+        for key in (f"{s}_confidence", f"{s}_correct", f"{s}_ids"):
+            if key not in arrays:
+                raise RunDirError(path, f"lacks '{key}'")
+        conf, corr, ids = arrays[f"{s}_confidence"], arrays[f"{s}_correct"], arrays[f"{s}_ids"]
+        if conf.ndim != 2 or conf.shape[0] != n_epochs or conf.shape != corr.shape:
+            raise RunDirError(path, f"'{s}' arrays have shapes {conf.shape}, {corr.shape}")
+        if ids.shape != (conf.shape[1],):
+            raise RunDirError(path, f"'{s}_ids' has shape {ids.shape}, expected {conf.shape[1:]}")
+    return arrays
+
+
+def read_activations(run: PathLike, phase: str) -> dict[str, Any]:
+    """Reads ``<run>/activations/<phase>/`` through ``forget_jax.checkpoint.load_activations``.
+
+    Args:
+        run: the run directory.
+        phase: ``pretrained``, ``finetuned`` or ``forgotten``.
+
+    Returns:
+        ``{"<task>.<split>": {"prompt_last": [N, D], "answer_last": [N, 2, D], "gold": [N]},
+        "layer": int}`` with numpy leaves.
+
+    Raises:
+        RunDirError: if the directory is missing or cannot be restored.
+    """
+    # Imported lazily: only this reader needs Orbax/JAX; the rest of the analyses are numpy.
+    from forget_jax.checkpoint import load_activations
+
+    path = Path(run) / "activations" / phase
+    if not path.exists():
+        raise RunDirError(path, "missing")
+    try:
+        tree = load_activations(path)
+    except Exception as e:  # report any restore failure with its path
+        raise RunDirError(path, f"cannot restore activations ({type(e).__name__}: {e})") from e
+    return {
+        k: (v if k == "layer" else {f: np.asarray(a) for f, a in v.items()})
+        for k, v in tree.items()
+    }
+
+
+def split_activations(
+    tree: Mapping[str, Any], task: str, split: str, path: PathLike = "?"
+) -> dict[str, np.ndarray]:
+    """Returns the ``"<task>.<split>"`` entry of an activation tree, checked and as float32.
+
+    Args:
+        tree: an activation tree (see :func:`read_activations`).
+        task: task name.
+        split: split name.
+        path: where the tree came from, for the error message.
+
+    Returns:
+        ``{"prompt_last": [N, D] float32, "answer_last": [N, 2, D] float32, "gold": [N] int64}``.
+
+    Raises:
+        RunDirError: if the entry is absent or its arrays have inconsistent shapes.
+    """
+    key = f"{task}.{split}"
+    if key not in tree:
+        raise RunDirError(path, f"activations lack '{key}' (have {sorted(tree)})")
+    entry = tree[key]
+    prompt_last, answer_last = np.asarray(entry["prompt_last"]), np.asarray(entry["answer_last"])
+    gold = np.asarray(entry["gold"])
+    n = gold.shape[0]
+    if prompt_last.shape[0] != n or answer_last.shape[:2] != (n, 2) or answer_last.ndim != 3:
+        shapes = f"{prompt_last.shape}, {answer_last.shape}, {gold.shape}"
+        raise RunDirError(path, f"'{key}' has inconsistent shapes {shapes}")
+    # Activations may be stored as bfloat16; the analyses (numpy, sklearn) want float32.
+    return {
+        "prompt_last": prompt_last.astype(np.float32),
+        "answer_last": answer_last.astype(np.float32),
+        "gold": gold.astype(np.int64),
+    }
+
+
+def is_single_task(results: Mapping[str, Any]) -> bool:
+    """True when a run forgot and was evaluated on its own task (task == forget == eval)."""
+    task = results["task"]
+    return results.get("forget_task", task) == task and results.get("eval_task", task) == task
+
+
+def single_task_runs(run_dirs: Iterable[PathLike]) -> list[tuple[Path, dict[str, Any]]]:
+    """Selects complete single-task runs, one per task, sorted by task name.
+
+    Cross-task cells, incomplete runs and directories without ``results.json`` are skipped
+    (logged), since the per-task analyses need a run that fine-tuned, forgot and was evaluated
+    on the same task. A malformed ``results.json`` still raises :class:`RunDirError`.
+
+    Raises:
+        ValueError: if two selected runs share a task (pass one directory per task).
+    """
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for run in map(Path, run_dirs):
+        if not (run / "results.json").is_file():  # a cell that has not finished a phase yet
+            logging.warning("skipping %s: no results.json yet", run)
+            continue
+        results = read_results(run)
+        if not is_single_task(results):
+            logging.info("skipping %s: not a single-task run", run)
+            continue
+        if not results.get("complete", False):
+            logging.warning("skipping %s: results.json is not complete", run)
+            continue
+        task = results["task"]
+        if task in out:
+            raise ValueError(f"two single-task runs for {task!r}: {out[task][0]} and {run}")
+        out[task] = (run, results)
+    return [out[t] for t in sorted(out)]
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: PathLike) -> Path:
+    """Writes ``rows`` as a CSV table atomically (temp file in the same directory + os.replace).
+
+    Columns are the union of the rows' keys, in first-seen order; absent cells are empty.
+
+    Args:
+        rows: one mapping per table row.
+        path: destination file; parent directories are created.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_figure(fig: Any, path: PathLike, dpi: int = 120) -> Path:
+    """Saves a matplotlib ``Figure`` as PNG atomically (temp file + os.replace).
+
+    Figures are built with ``matplotlib.figure.Figure`` (no pyplot), so no GUI backend or global
+    figure state is involved; rendering uses Agg.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
