@@ -13,7 +13,6 @@ import pathlib
 import shutil
 import time
 
-import jax
 import ml_collections
 
 from forget_jax import batching, phases, rundir
@@ -112,7 +111,7 @@ def _setup(config, workdir):
     graphdef, params = steps_lib.split_model(lm.model)
     m = config.mesh
     mesh = shd.make_mesh(m.data, m.fsdp, m.tensor)
-    params = jax.device_put(params, shd.param_shardings(params, mesh))
+    params = shd.put_global(params, shd.param_shardings(params, mesh))
     score_steps = steps_lib.make_steps(graphdef, params, mesh,
                                        feature_layer=config.activations.layer)
     tb = rundir.TensorBoard(pathlib.Path(workdir) / "tensorboard") if rundir.is_main() else None
@@ -196,11 +195,10 @@ def run_forget(config, workdir) -> dict:
     if config.init_from:
         src = pathlib.Path(config.init_from)
         prev = rundir.read_json(src / "results.json")
-        for ph in ("pretrained",):
-            results["accuracy"][ph] = prev["accuracy"][ph]
-            if (src / "predictions" / ph).is_dir() and rundir.is_main():
-                shutil.copytree(src / "predictions" / ph, pathlib.Path(workdir) / "predictions" /
-                                ph, dirs_exist_ok=True)
+        results["accuracy"]["pretrained"] = prev["accuracy"]["pretrained"]
+        for sub in ("predictions/pretrained", "activations/pretrained"):
+            if (src / sub).is_dir() and rundir.is_main():
+                shutil.copytree(src / sub, pathlib.Path(workdir) / sub, dirs_exist_ok=True)
         results["epochs"]["finetune"] = prev["epochs"]["finetune"]
         results["init_from"] = str(src)
         best = ckpt.BestCheckpoint(src)

@@ -1,0 +1,27 @@
+"""The report of a sweep root (forget_jax/report.py; CONTRACT.md "Sweeps"). Command lines::
+
+  python main.py --config=configs/report.py --workdir=sweeps/demo
+  python main.py --config=configs/report.py:n_bootstrap=2000,seed=1 --workdir=sweeps/main
+  python main.py --config=configs/report.py --config.paper_dir=../shared/paper --workdir=sweeps/main
+  python -m forget_jax.report sweeps/main          # the same, without main.py
+
+Writes <root>/report/report.md, report/figures/*.png and report/tables/*.csv.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = common.parse_arg(arg, root="", paper_dir="", n_bootstrap=1000, seed=0)
+    config = ml_collections.ConfigDict()
+    config.job = "report"
+    config.root = a.root  # the sweep root; "" = --workdir
+    config.paper_dir = a.paper_dir  # holds appendix_b_llama2_7b.csv; "" = <repo>/../shared/paper
+    config.n_bootstrap = a.n_bootstrap  # bootstrap resamples per 95% interval
+    config.seed = a.seed  # bootstrap seed
+    config.lock()
+    return config

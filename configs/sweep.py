@@ -1,0 +1,66 @@
+"""Sweeps of single runs (forget_jax/sweep.py; layout in CONTRACT.md "Sweeps"). Command lines::
+
+  # CPU demonstration: 2 x 2 cross-task matrix on a tiny budget, then the report
+  python main.py --config=configs/sweep.py:experiment=cross_task,tasks=copa+cb,runlocal=True \
+      --workdir=sweeps/demo
+  python main.py --config=configs/report.py --workdir=sweeps/demo
+
+  # the paper's experiments on the default task subset, all in one root
+  python main.py --config=configs/sweep.py:experiment=cross_task+size+flipped --workdir=sweeps/main
+  python main.py --config=configs/sweep.py:experiment=single,tasks=all --workdir=sweeps/all
+
+  # knobs: data, model, seed, training-set sizes, any other single-run field via `base`
+  python main.py --config=configs/sweep.py:experiment=size,tasks=rte+cb --config.n_small=100 \
+      --config.data_dir=../shared/data --config.base="forget.lr=1e-4;finetune.patience=5" \
+      --workdir=sweeps/size
+
+  # a cluster job array: stage 0 (fine-tuning) first, then stage 1 (forgetting)
+  python main.py --config=configs/sweep.py:experiment=cross_task,mode=print_cells,stage=0 \
+      --workdir=$ROOT                               # "index name stage status", one per line
+  python main.py --config=configs/sweep.py:experiment=cross_task,mode=print_commands \
+      --workdir=$ROOT                               # one `python main.py ...` line per cell
+  python main.py --config=configs/sweep.py:experiment=cross_task,mode=run_cell,stage=1 \
+      --config.cell=$SLURM_ARRAY_TASK_ID --workdir=$ROOT  # one cell; its dependencies done
+
+Task lists are joined with ``+`` (``tasks=all`` = the paper's 19). Rerunning the same command
+skips complete cells and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+# Tasks with staged train and eval files in ../shared/data, from both ends of the paper's
+# spectrum (commonsense/QA vs. linguistic/entailment).
+DEFAULT_TASKS = "arc_easy+creak+boolq+cola+rte+cb"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = common.parse_arg(
+        arg, experiment="cross_task", tasks=DEFAULT_TASKS, mode="run", cell="", stage=-1,
+        runlocal=False, n_train=0, n_small=100, seed=-1, model="",
+    )
+    config = ml_collections.ConfigDict()
+    config.job = "sweep"
+    config.experiment = a.experiment  # single | cross_task | size | flipped, "+"-joinable
+    config.tasks = a.tasks  # "+"-joined task names, or "all"
+    config.mode = a.mode  # run | print_cells | print_commands | run_cell
+    config.cell = a.cell  # run_cell: a cell name or 0-based index into the (stage) cell list
+    config.stage = a.stage  # -1 all cells; 0 fine-tuning cells; 1 cells that start from them
+    config.keep_going = True  # run mode: continue with other cells after a failed one
+
+    # Passed to every cell; the "unset" values keep configs/forget.py's defaults.
+    config.runlocal = a.runlocal  # tiny CPU budget (configs/forget.py runlocal)
+    config.n_train = a.n_train  # 0 = default (1000); training-set size of the large cells
+    config.n_small = a.n_small  # training-set size of the `size` experiment's small cells
+    config.seed = a.seed  # -1 = default
+    config.model = a.model  # "" = default
+    config.data_dir = ""  # "" = default (configs/common.py default_data_dir)
+    config.base = ""  # more single-run overrides: "finetune.lr=1e-3;forget.max_epochs=20"
+    # Activations (ft-<t>, forget-<t>-on-<t>) and a relearn phase (forget-<t>-on-<t>) for the
+    # analyses of Fig. 4.1 (predictors), 5.1 (orders) and 6.1 (probes).
+    config.analyses = True
+    config.lock()
+    return config

@@ -1,0 +1,331 @@
+"""The cross-task forgetting matrix (Fig. 3.2; flipped labels: Appendix C).
+
+Entry ``[A, B]`` is the forget ratio of cell ``forget-<A>-on-<B>``: the model fine-tuned on B,
+trained on A's training set with random (or flipped) labels, evaluated on B's test role. Rows
+are forget tasks A, columns eval tasks B; the diagonal is the single-task experiment.
+
+Ordering (as in the paper, "clustered using the UPGMA algorithm"): rows and columns are ordered
+separately by the leaf order of an average-linkage (UPGMA) hierarchical clustering,
+``scipy.cluster.hierarchy.linkage(X, method="average", metric="euclidean")``. The distance
+between two rows is the euclidean distance between their vectors of forget ratios over all eval
+tasks; between two columns, over all forget tasks. Missing entries are filled, for the
+clustering only, by their column's mean (then the overall mean).
+
+The cells are read from a sweep root by their CONTRACT.md names (:func:`read_runs`):
+``forget-<A>-on-<B>`` (random labels), ``flip-<A>-on-<B>`` (flipped labels), and for the other
+experiments ``forget-<t>-n<k>`` (small training set) and the ``ft-<t>[-n<k>]`` cells they all
+start from. A and B come from each results.json (``forget_task``, ``eval_task``).
+
+The paper's claim that "the degree of forgetting is largely determined by the tasks that LMs are
+evaluated on" is quantified by a two-way decomposition of the matrix's sum of squares into a
+column (eval task) part, a row (forget task) part, and a residual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.cluster import hierarchy
+
+from forget_jax.analysis import rundir
+
+_KINDS = (("ft", re.compile(r"^ft-\w+?(-n\d+)?$")),
+          ("forget_small", re.compile(r"^forget-\w+-n\d+$")),
+          ("forget", re.compile(r"^forget-\w+-on-\w+$")),
+          ("flip", re.compile(r"^flip-\w+-on-\w+$")))
+
+
+def cell_kind(name: str) -> str | None:
+    """``ft``, ``forget``, ``flip`` or ``forget_small`` from a cell name; None if none fits."""
+    return next((k for k, rx in _KINDS if rx.match(name)), None)
+
+
+@dataclasses.dataclass
+class Run:
+    """A cell's run directory and its results.json.
+
+    Attributes:
+        name: cell name.
+        dir: run directory.
+        results: parsed results.json.
+        kind: see :func:`cell_kind`.
+        a: forget task (results ``forget_task``).
+        b: eval task (results ``eval_task``).
+    """
+
+    name: str
+    dir: Path
+    results: dict[str, Any]
+    kind: str
+    a: str
+    b: str
+
+    @property
+    def complete(self) -> bool:
+        return self.results.get("complete") is True
+
+    def acc(self, phase: str) -> float | None:
+        """results.json ``accuracy.<phase>.test`` (None when absent)."""
+        return self.results.get("accuracy", {}).get(phase, {}).get("test")
+
+    def predictions(self, phase: str) -> Path | None:
+        """``predictions/<phase>/<B>.test.jsonl`` of this run, else of the run it started from.
+
+        A forget cell reuses its init's pretrained/fine-tuned results, so their per-example
+        files may live only in the ``ft-*`` cell (``init_from`` in config.json).
+        """
+        dirs = [self.dir]
+        try:
+            init = json.loads((self.dir / "config.json").read_text(encoding="utf-8"))["init_from"]
+        except (OSError, ValueError, KeyError, TypeError):
+            init = ""
+        if init:
+            dirs.append(Path(init))
+        suffix = "-" + self.name.rsplit("-", 1)[1] if self.kind == "forget_small" else ""
+        dirs.append(self.dir.parent / f"ft-{self.b}{suffix}")
+        for d in dirs:
+            if (p := d / "predictions" / phase / f"{self.b}.test.jsonl").is_file():
+                return p
+        return None
+
+
+def read_runs(root: str | Path, notes: list[str]) -> dict[str, Run]:
+    """Every ``<root>/runs/<cell>/results.json``, by cell name; problems are appended to notes."""
+    runs: dict[str, Run] = {}
+    for d in sorted(p for p in (Path(root) / "runs").glob("*") if p.is_dir()):
+        kind = cell_kind(d.name)
+        if kind is None:
+            notes.append(f"`runs/{d.name}`: not a CONTRACT.md cell name, ignored")
+            continue
+        if not (d / "results.json").exists():
+            continue
+        try:
+            res = rundir.read_results(d)
+        except rundir.RunDirError as e:
+            notes.append(f"`runs/{d.name}`: {e}")
+            continue
+        task = res["task"]
+        runs[d.name] = Run(d.name, d, res, kind, res.get("forget_task") or task,
+                           res.get("eval_task") or task)
+    return runs
+
+
+def ratio_matrix(runs: Mapping[str, Run], kind: str,
+                 order: Callable[[Iterable[str]], Sequence[str]] = sorted) -> Matrix | None:
+    """Forget ratios of the complete ``kind`` (``forget``/``flip``) cells over tasks in ``order``.
+
+    Returns:
+        The matrix, or None when there is no complete off-diagonal cell.
+    """
+    cells = [r for r in runs.values() if r.kind == kind and r.complete]
+    if not any(r.a != r.b for r in cells):
+        return None
+    entries = {(r.a, r.b): r.results.get("forget_ratio") for r in cells}
+    return build_matrix(entries, list(order({t for pair in entries for t in pair})))
+
+
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+    """Forget ratios of cross-task cells.
+
+    Attributes:
+        rows: forget tasks A.
+        cols: eval tasks B.
+        values: ``[len(rows), len(cols)]`` forget ratios, NaN where a cell is missing.
+    """
+
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    values: np.ndarray
+
+    def reindex(self, rows: Sequence[str], cols: Sequence[str]) -> Matrix:
+        """The same entries with rows and columns in the given orders (NaN for new labels)."""
+        out = np.full((len(rows), len(cols)), np.nan)
+        r_pos = {r: i for i, r in enumerate(self.rows)}
+        c_pos = {c: j for j, c in enumerate(self.cols)}
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                if r in r_pos and c in c_pos:
+                    out[i, j] = self.values[r_pos[r], c_pos[c]]
+        return Matrix(tuple(rows), tuple(cols), out)
+
+
+def build_matrix(entries: Mapping[tuple[str, str], float], tasks: Sequence[str] | None = None
+                 ) -> Matrix:
+    """A square matrix over ``tasks`` (default: every task named in ``entries``, sorted).
+
+    Args:
+        entries: ``{(forget task A, eval task B): forget ratio}``.
+        tasks: row and column labels.
+    """
+    if tasks is None:
+        tasks = sorted({t for pair in entries for t in pair})
+    values = np.full((len(tasks), len(tasks)), np.nan)
+    pos = {t: i for i, t in enumerate(tasks)}
+    for (a, b), v in entries.items():
+        if a in pos and b in pos and v is not None:
+            values[pos[a], pos[b]] = float(v)
+    return Matrix(tuple(tasks), tuple(tasks), values)
+
+
+def _fill_for_clustering(x: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float64)
+    if np.isnan(x).all():
+        return np.zeros_like(x)
+    with warnings.catch_warnings():  # an all-NaN column is expected here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        col_mean = np.nanmean(x, axis=0)
+    col_mean = np.where(np.isnan(col_mean), np.nanmean(x), col_mean)
+    return np.where(np.isnan(x), col_mean[None, :], x)
+
+
+def upgma_order(matrix: np.ndarray | Sequence[Sequence[float]]) -> list[int]:
+    """Leaf order of a UPGMA clustering of the matrix's rows.
+
+    Equals ``scipy.cluster.hierarchy.leaves_list(linkage(matrix, method="average"))`` (euclidean
+    distance between rows) for a complete matrix; NaNs are filled as in the module docstring.
+    Order columns with ``upgma_order(matrix.T)``.
+
+    Args:
+        matrix: ``[n, d]`` values, one row per item to order.
+
+    Returns:
+        A permutation of ``range(n)``.
+    """
+    x = _fill_for_clustering(np.atleast_2d(np.asarray(matrix, dtype=np.float64)))
+    n = x.shape[0]
+    if n < 2:  # scipy needs two observations
+        return list(range(n))
+    z = hierarchy.linkage(x, method="average", metric="euclidean")
+    return [int(i) for i in hierarchy.leaves_list(z)]
+
+
+def upgma_ordered(m: Matrix) -> Matrix:
+    """``m`` with rows and columns each in their own UPGMA order."""
+    rows = [m.rows[i] for i in upgma_order(m.values)]
+    cols = [m.cols[j] for j in upgma_order(m.values.T)]
+    return m.reindex(rows, cols)
+
+
+def effect_shares(m: Matrix) -> dict[str, float] | None:
+    """Shares of the matrix's total sum of squares due to eval task, forget task and residual.
+
+    Two-way decomposition without replication: ``SS_cols = n_rows * sum_j (mean_j - mean)^2``,
+    ``SS_rows = n_cols * sum_i (mean_i - mean)^2``, residual = the rest.
+
+    Returns:
+        ``{"eval_task": .., "forget_task": .., "residual": ..}`` summing to 1, or None when the
+        matrix has missing entries, fewer than 2 rows/columns, or no variance.
+    """
+    x = m.values
+    if x.shape[0] < 2 or x.shape[1] < 2 or np.isnan(x).any():
+        return None
+    mean = x.mean()
+    total = float(((x - mean) ** 2).sum())
+    if total <= 0:
+        return None
+    ss_cols = x.shape[0] * float(((x.mean(axis=0) - mean) ** 2).sum())
+    ss_rows = x.shape[1] * float(((x.mean(axis=1) - mean) ** 2).sum())
+    return {"eval_task": ss_cols / total, "forget_task": ss_rows / total,
+            "residual": (total - ss_cols - ss_rows) / total}
+
+
+def diagonal_summary(m: Matrix) -> list[dict[str, Any]]:
+    """Per eval task B: own-task ratio, mean other-task ratio, count of A != B forgetting more.
+
+    Reproduces the paper's observation that "many tasks are more effectively forgotten when
+    training on randomized labels of other tasks than from training on their own".
+    """
+    out = []
+    for j, b in enumerate(m.cols):
+        if b not in m.rows:
+            continue
+        col = m.values[:, j]
+        diag = col[m.rows.index(b)]
+        other = np.array([col[i] for i, a in enumerate(m.rows) if a != b and not np.isnan(col[i])])
+        out.append({"eval_task": b, "own_ratio": None if np.isnan(diag) else float(diag),
+                    "mean_other_ratio": float(other.mean()) if other.size else None,
+                    "n_other": int(other.size),
+                    "n_other_higher": int((other > diag).sum()) if not np.isnan(diag) else None})
+    return out
+
+
+def matrix_table(m: Matrix, corner: str = "forget_task") -> list[dict[str, Any]]:
+    """CSV rows: one per forget task A, a column per eval task B (empty where missing)."""
+    return [{corner: a, **{b: ("" if np.isnan(v) else float(v))
+                           for b, v in zip(m.cols, row, strict=True)}}
+            for a, row in zip(m.rows, m.values, strict=True)]
+
+
+def _draw(ax: Any, m: Matrix, title: str, vmin: float, vmax: float) -> Any:
+    im = ax.imshow(m.values, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(m.cols)), m.cols, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(m.rows)), m.rows, fontsize=7)
+    ax.set_xlabel("evaluated on (B)")
+    ax.set_ylabel("trained to forget (A)")
+    ax.set_title(title, fontsize=9)
+    size = 7 if len(m.rows) <= 8 else 5
+    for i in range(len(m.rows)):
+        for j in range(len(m.cols)):
+            v = m.values[i, j]
+            if not np.isnan(v):
+                shade = (v - vmin) / (vmax - vmin) if vmax > vmin else 0.0
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=size,
+                        color="black" if shade > 0.6 else "white")
+    return im
+
+
+def _limits(*ms: Matrix) -> tuple[float, float]:
+    vals = np.concatenate([m.values.ravel() for m in ms])
+    vals = vals[~np.isnan(vals)]
+    lo = min(0.0, float(vals.min())) if vals.size else 0.0
+    hi = max(1.0, float(vals.max())) if vals.size else 1.0
+    return lo, hi
+
+
+def plot_cross_task(m: Matrix, out_png: str | Path, title: str = "") -> Path:
+    """Figure 3.2: heatmap of forget ratios, rows/columns as given (order them first)."""
+    from matplotlib.figure import Figure
+
+    side = 1.6 + 0.42 * max(len(m.rows), len(m.cols))
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.subplots()
+    im = _draw(ax, m, title or "Cross-task forget ratio (Fig. 3.2; higher = more forgetting)",
+               *_limits(m))
+    fig.colorbar(im, ax=ax, label="forget ratio")
+    return rundir.save_figure(fig, out_png)
+
+
+def plot_flipped_vs_random(flipped: Matrix, random: Matrix | None, out_png: str | Path) -> Path:
+    """Appendix C.1: flipped-label heatmap next to the random-label one, in the same orders.
+
+    The orders are the random matrix's UPGMA orders when it covers the flipped tasks, else the
+    flipped matrix's own; both panels share one colour scale.
+    """
+    from matplotlib.figure import Figure
+
+    if random is not None and set(flipped.rows) <= set(random.rows):
+        ref = upgma_ordered(random.reindex(flipped.rows, flipped.cols))
+    else:
+        ref = upgma_ordered(flipped)
+    panels = [(flipped.reindex(ref.rows, ref.cols), "flipped labels")]
+    if random is not None:
+        panels.append((random.reindex(ref.rows, ref.cols), "random labels"))
+    lo, hi = _limits(*(p for p, _ in panels))
+    side = 1.6 + 0.42 * len(ref.rows)
+    fig = Figure(figsize=((side + 0.6) * len(panels) + 1.0, side))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for k, (ax, (mat, name)) in enumerate(zip(axes, panels, strict=True)):
+        im = _draw(ax, mat, f"Forget ratio, {name}", lo, hi)
+        if k:
+            ax.set_ylabel("")
+    fig.colorbar(im, ax=list(axes), label="forget ratio")
+    fig.suptitle("Flipped vs random label forgetting (Appendix C)", fontsize=10, y=1.02)
+    return rundir.save_figure(fig, out_png)
