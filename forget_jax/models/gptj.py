@@ -1,0 +1,221 @@
+"""GPT-J in Flax NNX, numerically matching Hugging Face ``GPTJForCausalLM``.
+
+Each block feeds ONE LayerNorm output to attention and MLP in parallel:
+``x + attn(ln(x)) + mlp(ln(x))``. Rotary embeddings use the interleaved-pairs layout
+(``rotate_every_two``) on the first ``rotary_dim`` dims of each head; the rest pass through.
+q/k/v/out projections have no bias, the MLP and the untied ``lm_head`` do. The L blocks are
+one stacked module run by ``nnx.scan``. No dropout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from forget_jax.models import layers as L
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """GPT-J hyper-parameters (HF names in comments)."""
+
+    model_type: ClassVar[str] = "gptj"
+
+    vocab_size: int
+    hidden_size: int  # n_embd
+    num_layers: int  # n_layer
+    num_heads: int  # n_head
+    rotary_dim: int = 0  # 0 (HF: None) -> rotate the whole head
+    max_position_embeddings: int = 2048  # n_positions
+    intermediate_size: int = 0  # n_inner; 0 -> 4 * hidden_size
+    layer_norm_eps: float = 1e-5  # layer_norm_epsilon
+    activation_function: str = "gelu_new"
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"n_embd={self.hidden_size} not divisible by n_head={self.num_heads}")
+        if self.intermediate_size == 0:
+            object.__setattr__(self, "intermediate_size", 4 * self.hidden_size)
+        if self.rotary_dim == 0:
+            object.__setattr__(self, "rotary_dim", self.head_dim)
+        if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
+            raise ValueError(f"rotary_dim={self.rotary_dim} must be even and <= {self.head_dim}")
+        L.activation(self.activation_function)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def tie_word_embeddings(self) -> bool:
+        return False
+
+    @classmethod
+    def from_hf_config(cls, hf_config: Any) -> Config:
+        """Builds the config from a transformers ``GPTJConfig`` or its dict (config.json).
+
+        Raises:
+            ValueError: for GPT-J variants this module does not implement.
+        """
+        d = L.config_dict(hf_config)
+        if d.get("tie_word_embeddings", False):
+            raise ValueError("GPT-J with a tied lm_head is not supported")
+        return cls(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["n_embd"],
+            num_layers=d["n_layer"],
+            num_heads=d["n_head"],
+            rotary_dim=d.get("rotary_dim") or 0,
+            max_position_embeddings=d.get("n_positions", 2048),
+            intermediate_size=d.get("n_inner") or 0,
+            layer_norm_eps=d.get("layer_norm_epsilon", 1e-5),
+            activation_function=d.get("activation_function", "gelu_new"),
+        )
+
+
+def rotary_inv_freq(rotary_dim: int) -> np.ndarray:
+    """GPT-J's fixed inverse frequencies [R/2] (HF ``create_sinusoidal_positions``)."""
+    exponents = np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim)
+    return (1.0 / (np.float32(10000.0) ** exponents)).astype(np.float32)
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention with partial interleaved RoPE and bias-free projections."""
+
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        D = config.hidden_size
+        linear = functools.partial(
+            nnx.Linear, D, D, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = linear(), linear(), linear(), linear()
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+
+    def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
+        B, T, _ = x_BTD.shape
+        N, H = self.num_heads, self.head_dim
+        q_BTNH = L.apply_rotary_interleaved(self.q_proj(x_BTD).reshape(B, T, N, H), angles_BTR2)
+        k_BTNH = L.apply_rotary_interleaved(self.k_proj(x_BTD).reshape(B, T, N, H), angles_BTR2)
+        v_BTNH = self.v_proj(x_BTD).reshape(B, T, N, H)
+        out_BTNH = L.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, mask_BTS, scale=H**-0.5)
+        return self.o_proj(out_BTNH.reshape(B, T, N * H))
+
+
+class Mlp(nnx.Module):
+    """``down(act(up(x)))`` (HF ``fc_in`` / ``fc_out``)."""
+
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        D, F = config.hidden_size, config.intermediate_size
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.up_proj = nnx.Linear(D, F, **kw)
+        self.down_proj = nnx.Linear(F, D, **kw)
+        self.act = L.activation(config.activation_function)
+
+    def __call__(self, x_BTD: Array) -> Array:
+        return self.down_proj(self.act(self.up_proj(x_BTD)))
+
+
+def layer_norm(config: Config, **kw: Any) -> nnx.LayerNorm:
+    """LayerNorm with the exact two-pass variance (torch's)."""
+    return nnx.LayerNorm(
+        config.hidden_size, epsilon=config.layer_norm_eps, use_fast_variance=False, **kw
+    )
+
+
+class Block(nnx.Module):
+    """Parallel block: ``x + attn(ln(x)) + mlp(ln(x))`` with one shared LayerNorm."""
+
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.attn_norm = layer_norm(config, **kw)
+        self.attn = Attention(config, **kw)
+        self.mlp = Mlp(config, **kw)
+
+    def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
+        normed_BTD = self.attn_norm(x_BTD)
+        return self.attn(normed_BTD, angles_BTR2, mask_BTS) + self.mlp(normed_BTD) + x_BTD
+
+
+class GPTJ(nnx.Module):
+    """GPT-J causal LM with the project's uniform model API (see ``encode`` / ``logits``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
+        """Builds a randomly initialised model (load real weights with ``load_model``).
+
+        Args:
+            config: hyper-parameters.
+            dtype: compute dtype of activations.
+            param_dtype: storage dtype of parameters.
+            rngs: init randomness; ``nnx.Rngs(0)`` when None.
+        """
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        kw = dict(dtype=self.dtype, param_dtype=jnp.dtype(param_dtype), rngs=rngs)
+        self.embed = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
+        self.layers = L.stacked_layers(
+            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, rngs
+        )
+        self.final_norm = layer_norm(config, **kw)
+        self.lm_head = nnx.Linear(config.hidden_size, config.vocab_size, **kw)
+
+    def encode(
+        self,
+        tokens: Array,
+        mask: Array | None = None,
+        positions: Array | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[Array, Array | None]:
+        """Final hidden states after the final LayerNorm.
+
+        Args:
+            tokens: int32 [B,T].
+            mask: None (causal), [B,T] real-token mask (right padding; combined with causal),
+                or [B,T,T] bool used as-is (True = query t may attend key s).
+            positions: int32 [B,T]; ``arange(T)`` when None.
+            output_hidden_states: also return HF-style hidden states.
+
+        Returns:
+            ``(h_BTD, hidden_states)``: h in compute dtype; hidden_states None or
+            [L+1,B,T,D] (embeddings, layer outputs, final-norm output).
+        """
+        tokens_BT = jnp.asarray(tokens, dtype=jnp.int32)
+        positions_BT = L.default_positions(tokens_BT, positions)
+        mask_BTS = L.attention_mask(mask, tokens_BT.shape[1])
+        inv_freq_R2 = jnp.asarray(rotary_inv_freq(self.config.rotary_dim))
+        angles_BTR2 = L.rotary_angles(positions_BT, inv_freq_R2)
+        x_BTD = self.embed(tokens_BT)
+        h_BTD, outputs_LBTD = L.scan_layers(
+            self.layers,
+            x_BTD,
+            lambda layer, h: layer(h, angles_BTR2, mask_BTS),
+            output_hidden_states=output_hidden_states,
+        )
+        h_BTD = self.final_norm(h_BTD)
+        if not output_hidden_states:
+            return h_BTD, None
+        return h_BTD, L.collect_hidden_states(x_BTD, outputs_LBTD, h_BTD)
+
+    def logits(self, h: Array) -> Array:
+        """float32 logits [..., V] through the biased, untied ``lm_head``."""
+        return L.head_logits(h, self.lm_head.kernel[...], self.lm_head.bias[...], self.dtype)
+
+    def __call__(
+        self, tokens: Array, mask: Array | None = None, positions: Array | None = None
+    ) -> Array:
+        """float32 logits [B,T,V]; same as ``logits(encode(...)[0])``."""
+        return self.logits(self.encode(tokens, mask, positions)[0])

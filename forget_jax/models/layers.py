@@ -1,0 +1,213 @@
+"""Building blocks shared by the LLaMA, GPT-2 and GPT-J modules.
+
+Everything here is architecture-neutral: attention masks, float32 attention with grouped
+query heads, the two rotary layouts Hugging Face uses (rotate-half for LLaMA, interleaved
+pairs for GPT-J), activations by HF name, and the scanned layer stack.
+
+Dims: ``B`` batch, ``T`` query time, ``S`` key time, ``D`` model, ``N`` query heads,
+``K`` key/value heads, ``G = N // K`` query heads per kv head, ``H`` head dim, ``R`` rotary dims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+
+# A large negative instead of -inf, so fully masked rows (padding queries) give a uniform
+# softmax rather than NaNs; same value HF uses (torch.finfo(float32).min).
+MASK_VALUE = float(np.finfo(np.float32).min)
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def config_dict(hf_config: Any) -> dict[str, Any]:
+    """A transformers ``PretrainedConfig`` or a plain dict (config.json), as a plain dict."""
+    if isinstance(hf_config, Mapping):
+        return dict(hf_config)
+    return hf_config.to_dict()
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    """Returns the activation function HF calls `name` (``ACT2FN[name]``).
+
+    Raises:
+        ValueError: for an activation this codebase does not implement.
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def default_positions(tokens_BT: Array, positions_BT: Array | None) -> Array:
+    """``positions`` as int32 [B,T], or ``arange(T)`` per row when it is None."""
+    B, T = tokens_BT.shape
+    if positions_BT is None:
+        return jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    return jnp.asarray(positions_BT, dtype=jnp.int32)
+
+
+def attention_mask(mask: Array | None, length: int) -> Array:
+    """Turns the public ``mask`` argument into a boolean [B|1, T, S] "query may see key" mask.
+
+    Args:
+        mask: None (pure causal); [B,T] with 1/True for real tokens (combined with causality);
+            or [B,T,T] bool used as-is (the caller includes causality, e.g. for packed rows).
+        length: T.
+
+    Returns:
+        Boolean mask, [1,T,T] for None and [B,T,T] otherwise.
+    """
+    causal_TS = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
+    if mask is None:
+        return causal_TS[None]
+    mask = jnp.asarray(mask)
+    if mask.ndim == 2:
+        return causal_TS[None] & mask.astype(jnp.bool_)[:, None, :]
+    if mask.ndim == 3:
+        return mask.astype(jnp.bool_)
+    raise ValueError(f"mask must be None, [B,T] or [B,T,T]; got shape {mask.shape}")
+
+
+def dot_product_attention(
+    q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array, *, scale: float
+) -> Array:
+    """Softmax attention with grouped kv heads; logits and softmax in float32.
+
+    Args:
+        q_BTNH: queries.
+        k_BSKH: keys (K divides N; K == N is plain multi-head attention).
+        v_BSKH: values.
+        mask_BTS: boolean, True where query t may attend key s (leading dim may be 1).
+        scale: multiplies the q.k logits (HF applies it after the matmul; so do we).
+
+    Returns:
+        [B,T,N,H] in the dtype of ``v``.
+    """
+    B, T, N, H = q_BTNH.shape
+    K = k_BSKH.shape[2]
+    q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
+    logits_BKGTS = jnp.einsum(
+        "BTKGH,BSKH->BKGTS", q_BTKGH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
+    )
+    logits_BKGTS = logits_BKGTS * scale
+    logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, MASK_VALUE)
+    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BSKH.dtype)
+    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH)
+    return out_BTKGH.reshape(B, T, N, H)
+
+
+def rotary_angles(positions_BT: Array, inv_freq_R2: Array) -> Array:
+    """Angles ``position * inv_freq`` in float32, [B,T,R/2]."""
+    return positions_BT.astype(jnp.float32)[..., None] * inv_freq_R2.astype(jnp.float32)
+
+
+def apply_rotary_half(x_BTNH: Array, angles_BTR2: Array) -> Array:
+    """HF LLaMA RoPE: pairs dimension i with i + H/2 (``rotate_half``), on all H dims."""
+    emb_BTH = jnp.concatenate([angles_BTR2, angles_BTR2], axis=-1)
+    cos_BT1H = jnp.cos(emb_BTH)[:, :, None, :].astype(x_BTNH.dtype)
+    sin_BT1H = jnp.sin(emb_BTH)[:, :, None, :].astype(x_BTNH.dtype)
+    half = x_BTNH.shape[-1] // 2
+    rotated_BTNH = jnp.concatenate([-x_BTNH[..., half:], x_BTNH[..., :half]], axis=-1)
+    return x_BTNH * cos_BT1H + rotated_BTNH * sin_BT1H
+
+
+def apply_rotary_interleaved(x_BTNH: Array, angles_BTR2: Array) -> Array:
+    """GPT-J RoPE: pairs dimensions (2i, 2i+1) (``rotate_every_two``) on the first R dims only."""
+    R = 2 * angles_BTR2.shape[-1]
+    x_rot_BTNR, x_pass = x_BTNH[..., :R], x_BTNH[..., R:]
+    cos_BT1R = jnp.repeat(jnp.cos(angles_BTR2), 2, axis=-1)[:, :, None, :].astype(x_BTNH.dtype)
+    sin_BT1R = jnp.repeat(jnp.sin(angles_BTR2), 2, axis=-1)[:, :, None, :].astype(x_BTNH.dtype)
+    x1, x2 = x_rot_BTNR[..., 0::2], x_rot_BTNR[..., 1::2]
+    rotated_BTNR = jnp.stack([-x2, x1], axis=-1).reshape(x_rot_BTNR.shape)
+    x_rot_BTNR = x_rot_BTNR * cos_BT1R + rotated_BTNR * sin_BT1R
+    return jnp.concatenate([x_rot_BTNR, x_pass], axis=-1)
+
+
+def stacked_layers(
+    make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs
+) -> nnx.Module:
+    """Builds ``num_layers`` copies of a layer as ONE module whose leaves have a leading L axis.
+
+    Each copy gets its own init key, so random init differs per layer as in an unrolled stack.
+    """
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(layer_rngs: nnx.Rngs) -> nnx.Module:
+        return make_layer(layer_rngs)
+
+    return make(rngs)
+
+
+def scan_layers(
+    layers: nnx.Module,
+    x_BTD: Array,
+    apply_layer: Callable[[Any, Array], Array],
+    *,
+    output_hidden_states: bool,
+) -> tuple[Array, Array | None]:
+    """Runs the stacked ``layers`` over ``x`` with ``nnx.scan`` (compiles one layer, not L).
+
+    Args:
+        layers: module from :func:`stacked_layers`.
+        x_BTD: input of the first layer.
+        apply_layer: ``(layer, x_BTD) -> y_BTD`` for one (unstacked) layer; may close over
+            arrays (mask, rotary angles) shared by all layers.
+        output_hidden_states: also return every layer's output.
+
+    Returns:
+        The last layer's output [B,T,D] and, if asked, all outputs [L,B,T,D] (else None).
+    """
+
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+    def body(h_BTD: Array, layer: nnx.Module) -> tuple[Array, Array | None]:
+        h_BTD = apply_layer(layer, h_BTD)
+        return h_BTD, (h_BTD if output_hidden_states else None)
+
+    return body(x_BTD, layers)
+
+
+def collect_hidden_states(embed_BTD: Array, outputs_LBTD: Array, final_BTD: Array) -> Array:
+    """HF's ``output_hidden_states`` as one array [L+1,B,T,D].
+
+    [0] is the embedding output, [i] the output of layer i (1-based, i < L), and [L] the
+    output after the final norm (HF overwrites the last layer's raw output with it).
+    """
+    return jnp.concatenate([embed_BTD[None], outputs_LBTD[:-1], final_BTD[None]], axis=0)
+
+
+def tied_logits(h_TD: Array, embedding_VD: Array, dtype: Any) -> Array:
+    """Logits through a tied input embedding: ``h @ E^T`` accumulated in float32."""
+    return jnp.einsum(
+        "...D,VD->...V",
+        h_TD.astype(dtype),
+        embedding_VD.astype(dtype),
+        preferred_element_type=jnp.float32,
+    )
+
+
+def head_logits(h_TD: Array, kernel_DV: Array, bias_V: Array | None, dtype: Any) -> Array:
+    """Logits through an untied head ``h @ W (+ b)`` accumulated in float32."""
+    logits = jnp.einsum(
+        "...D,DV->...V",
+        h_TD.astype(dtype),
+        kernel_DV.astype(dtype),
+        preferred_element_type=jnp.float32,
+    )
+    if bias_V is not None:
+        logits = logits + bias_V.astype(jnp.float32)
+    return logits

@@ -1,0 +1,281 @@
+"""LLaMA in Flax NNX, numerically matching Hugging Face ``LlamaForCausalLM``.
+
+RMSNorm, HF's rotate-half RoPE (rope_theta plus "linear", "dynamic" and "llama3" scaling),
+grouped-query attention, SwiGLU MLP, tied or untied output head. The L decoder layers are
+one stacked module run by ``nnx.scan``. Attention logits, softmax and output logits are
+float32 whatever the compute ``dtype``.
+
+Because we use HF's rotate-half layout, HF q/k projection weights load with a plain
+transpose; only llama.cpp (GGUF) files need their q/k rows un-permuted (see convert.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from forget_jax.models import layers as L
+
+Array = jax.Array
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """LLaMA hyper-parameters (HF names in comments where they differ).
+
+    ``rope_*`` fields hold HF's ``rope_parameters`` (v5) / ``rope_scaling`` (v4) dict.
+    """
+
+    model_type: ClassVar[str] = "llama"
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int  # num_hidden_layers
+    num_heads: int  # num_attention_heads
+    num_kv_heads: int  # num_key_value_heads
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    hidden_act: str = "silu"
+    rope_theta: float = 10000.0
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position_embeddings: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"unsupported LLaMA rope_type {self.rope_type!r}; supported: {ROPE_TYPES}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} not divisible by num_kv_heads={self.num_kv_heads}"
+            )
+        L.activation(self.hidden_act)
+
+    @classmethod
+    def from_hf_config(cls, hf_config: Any) -> Config:
+        """Builds the config from a transformers ``LlamaConfig`` or its dict (config.json).
+
+        Reads rope theta from ``rope_parameters`` (transformers 5, where ``rope_theta`` may be
+        None) or from ``rope_theta`` / ``rope_scaling`` (transformers 4 config files).
+        """
+        d = L.config_dict(hf_config)
+        rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
+        if rope.get("partial_rotary_factor", 1.0) != 1.0:
+            raise ValueError("partial_rotary_factor != 1 is not supported for LLaMA")
+        theta = rope.get("rope_theta") or d.get("rope_theta") or 10000.0
+        num_heads = d["num_attention_heads"]
+        return cls(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["hidden_size"],
+            intermediate_size=d["intermediate_size"],
+            num_layers=d["num_hidden_layers"],
+            num_heads=num_heads,
+            num_kv_heads=d.get("num_key_value_heads") or num_heads,
+            head_dim=d.get("head_dim") or d["hidden_size"] // num_heads,
+            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+            max_position_embeddings=d.get("max_position_embeddings", 2048),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            attention_bias=bool(d.get("attention_bias", False)),
+            mlp_bias=bool(d.get("mlp_bias", False)),
+            hidden_act=d.get("hidden_act", "silu"),
+            rope_theta=float(theta),
+            rope_type=rope.get("rope_type", rope.get("type", "default")),
+            rope_factor=float(rope.get("factor", 1.0)),
+            rope_low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
+            rope_high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
+            rope_original_max_position_embeddings=rope.get("original_max_position_embeddings"),
+        )
+
+
+def _base_inv_freq(theta: float, head_dim: int) -> np.ndarray:
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    return (1.0 / (np.float32(theta) ** exponents)).astype(np.float32)
+
+
+def rope_inv_freq(config: Config, positions_BT: Array) -> Array:
+    """Inverse RoPE frequencies [H/2] for the config's rope type (HF modeling_rope_utils).
+
+    "dynamic" (NTK) depends on the longest position in the batch, like HF's per-call update:
+    beyond ``max_position_embeddings`` the base grows, otherwise the plain frequencies are used.
+    """
+    H = config.head_dim
+    inv_freq = _base_inv_freq(config.rope_theta, H)
+    if config.rope_type == "linear":
+        return jnp.asarray(inv_freq / np.float32(config.rope_factor))
+    if config.rope_type == "llama3":
+        old_len = config.rope_original_max_position_embeddings or config.max_position_embeddings
+        low_wavelen = old_len / config.rope_low_freq_factor
+        high_wavelen = old_len / config.rope_high_freq_factor
+        wavelen = 2 * np.pi / inv_freq
+        scaled = np.where(wavelen > low_wavelen, inv_freq / config.rope_factor, inv_freq)
+        smooth = (old_len / wavelen - config.rope_low_freq_factor) / (
+            config.rope_high_freq_factor - config.rope_low_freq_factor
+        )
+        smoothed = (1 - smooth) * scaled / config.rope_factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return jnp.asarray(np.where(medium, smoothed, scaled).astype(np.float32))
+    if config.rope_type == "dynamic":
+        max_len = config.max_position_embeddings
+        seq_len = jnp.maximum(jnp.max(positions_BT) + 1, max_len).astype(jnp.float32)
+        base = config.rope_theta * (
+            (config.rope_factor * seq_len / max_len) - (config.rope_factor - 1)
+        ) ** (H / (H - 2))
+        exponents = jnp.arange(0, H, 2, dtype=jnp.float32) / H
+        return 1.0 / (base**exponents)
+    return jnp.asarray(inv_freq)
+
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention with rotate-half RoPE."""
+
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        D, N, K, H = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        linear = functools.partial(
+            nnx.Linear,
+            use_bias=config.attention_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.q_proj = linear(D, N * H)
+        self.k_proj = linear(D, K * H)
+        self.v_proj = linear(D, K * H)
+        self.o_proj = linear(N * H, D)
+        self.num_heads, self.num_kv_heads, self.head_dim = N, K, H
+
+    def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
+        B, T, _ = x_BTD.shape
+        N, K, H = self.num_heads, self.num_kv_heads, self.head_dim
+        q_BTNH = L.apply_rotary_half(self.q_proj(x_BTD).reshape(B, T, N, H), angles_BTR2)
+        k_BTKH = L.apply_rotary_half(self.k_proj(x_BTD).reshape(B, T, K, H), angles_BTR2)
+        v_BTKH = self.v_proj(x_BTD).reshape(B, T, K, H)
+        out_BTNH = L.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, scale=H**-0.5)
+        return self.o_proj(out_BTNH.reshape(B, T, N * H))
+
+
+class Mlp(nnx.Module):
+    """SwiGLU: ``down(act(gate(x)) * up(x))``."""
+
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        D, F = config.hidden_size, config.intermediate_size
+        linear = functools.partial(
+            nnx.Linear, use_bias=config.mlp_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.gate_proj = linear(D, F)
+        self.up_proj = linear(D, F)
+        self.down_proj = linear(F, D)
+        self.act = L.activation(config.hidden_act)
+
+    def __call__(self, x_BTD: Array) -> Array:
+        return self.down_proj(self.act(self.gate_proj(x_BTD)) * self.up_proj(x_BTD))
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder layer: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        norm = functools.partial(nnx.RMSNorm, config.hidden_size, epsilon=config.rms_norm_eps, **kw)
+        self.attn_norm = norm()
+        self.attn = Attention(config, **kw)
+        self.mlp_norm = norm()
+        self.mlp = Mlp(config, **kw)
+
+    def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
+        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), angles_BTR2, mask_BTS)
+        return x_BTD + self.mlp(self.mlp_norm(x_BTD))
+
+
+class Llama(nnx.Module):
+    """LLaMA causal LM with the project's uniform model API (see ``encode`` / ``logits``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
+        """Builds a randomly initialised model (load real weights with ``load_model``).
+
+        Args:
+            config: hyper-parameters.
+            dtype: compute dtype of activations.
+            param_dtype: storage dtype of parameters.
+            rngs: init randomness; ``nnx.Rngs(0)`` when None.
+        """
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        kw = dict(dtype=self.dtype, param_dtype=jnp.dtype(param_dtype), rngs=rngs)
+        self.embed = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
+        self.layers = L.stacked_layers(
+            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, rngs
+        )
+        self.final_norm = nnx.RMSNorm(config.hidden_size, epsilon=config.rms_norm_eps, **kw)
+        if not config.tie_word_embeddings:
+            self.lm_head = nnx.Linear(config.hidden_size, config.vocab_size, use_bias=False, **kw)
+
+    def encode(
+        self,
+        tokens: Array,
+        mask: Array | None = None,
+        positions: Array | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[Array, Array | None]:
+        """Final hidden states after the final norm.
+
+        Args:
+            tokens: int32 [B,T].
+            mask: None (causal), [B,T] real-token mask (right padding; combined with causal),
+                or [B,T,T] bool used as-is (True = query t may attend key s).
+            positions: int32 [B,T]; ``arange(T)`` when None.
+            output_hidden_states: also return HF-style hidden states.
+
+        Returns:
+            ``(h_BTD, hidden_states)``: h in compute dtype; hidden_states None or
+            [L+1,B,T,D] (embeddings, layer outputs, final-norm output).
+        """
+        tokens_BT = jnp.asarray(tokens, dtype=jnp.int32)
+        positions_BT = L.default_positions(tokens_BT, positions)
+        mask_BTS = L.attention_mask(mask, tokens_BT.shape[1])
+        angles_BTR2 = L.rotary_angles(positions_BT, rope_inv_freq(self.config, positions_BT))
+        x_BTD = self.embed(tokens_BT)
+        h_BTD, outputs_LBTD = L.scan_layers(
+            self.layers,
+            x_BTD,
+            lambda layer, h: layer(h, angles_BTR2, mask_BTS),
+            output_hidden_states=output_hidden_states,
+        )
+        h_BTD = self.final_norm(h_BTD)
+        if not output_hidden_states:
+            return h_BTD, None
+        return h_BTD, L.collect_hidden_states(x_BTD, outputs_LBTD, h_BTD)
+
+    def logits(self, h: Array) -> Array:
+        """float32 logits [..., V] for hidden states of any leading shape."""
+        if self.config.tie_word_embeddings:
+            return L.tied_logits(h, self.embed.embedding[...], self.dtype)
+        return L.head_logits(h, self.lm_head.kernel[...], None, self.dtype)
+
+    def __call__(
+        self, tokens: Array, mask: Array | None = None, positions: Array | None = None
+    ) -> Array:
+        """float32 logits [B,T,V]; same as ``logits(encode(...)[0])``."""
+        return self.logits(self.encode(tokens, mask, positions)[0])

