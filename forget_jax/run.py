@@ -83,24 +83,30 @@ def forget_ratio(acc_ft: float, acc_fg: float, mode: str) -> float | None:
     return (acc_ft - acc_fg) / denom if denom > 0 else None
 
 
-def load_splits(config, tokenizer, task: str, roles=ROLES, limit: int | None = None):
-    """Loads a task's roles (TaskData) and tokenizes them."""
+def load_data(config, task: str, limit: int | None = None):
+    """Loads a task's roles (no tokenization); TaskError on bad data, before any compute."""
     from forget_jax.tasks import load_task
 
     data = load_task(task, data_dir=config.data_dir or None, n_train=config.n_train,
                      seed=config.seed, limit=limit or None)
     log.info("%s: roles %s; paper_splits=%s; removed %s", task, data.split_roles,
              data.paper_splits, data.removal_counts)
+    return data
+
+
+def encode_roles(config, tokenizer, data, roles=ROLES) -> dict[str, phases.Split]:
+    """Tokenizes the given roles of a task into :class:`phases.Split`."""
+    from forget_jax.tasks import TaskError
+
     out = {}
     for role in roles:
         exs = data.split(role)
         if not exs:
-            from forget_jax.tasks import TaskError
-            raise TaskError(f"task {task}: the {role} role is empty")
+            raise TaskError(f"task {data.task}: the {role} role is empty")
         encs = batching.encode(tokenizer, [e.prompt for e in exs], [e.choices for e in exs],
                                config.max_seq_len)
-        out[role] = phases.Split(task, role, exs, encs)
-    return data, out
+        out[role] = phases.Split(data.task, role, exs, encs)
+    return out
 
 
 def _setup(config, workdir):
@@ -129,9 +135,10 @@ def _write_results(workdir, results):
 
 def run_eval(config, workdir) -> dict:
     """Zero-shot scoring of one task (configs/eval.py)."""
-    lm, params, env = _setup(config, workdir)
     roles = tuple(config.splits.split("+"))
-    data, splits = load_splits(config, lm.tokenizer, config.task, roles, config.limit)
+    data = load_data(config, config.task, config.limit)
+    lm, params, env = _setup(config, workdir)
+    splits = encode_roles(config, lm.tokenizer, data, roles)
     scored = phases.evaluate(env, params, "pretrained", [splits[r] for r in roles])
     results = {"task": config.task, "model": config.model, "seed": config.seed,
                "n_examples": {r: len(splits[r].examples) for r in roles},
@@ -159,11 +166,15 @@ def run_forget(config, workdir) -> dict:
     task = config.task
     ftask = config.forget_task or task
     extra = [t for t in config.eval_tasks.split("+") if t and t != task]
-    lm, params, env = _setup(config, workdir)
     limit = config.limit or None
-    data, B = load_splits(config, lm.tokenizer, task, ROLES, limit)
-    A = B if ftask == task else load_splits(config, lm.tokenizer, ftask, ("train",), limit)[1]
-    others = {t: load_splits(config, lm.tokenizer, t, ("test",), limit)[1]["test"] for t in extra}
+    data = load_data(config, task, limit)
+    data_a = data if ftask == task else load_data(config, ftask, limit)
+    data_others = {t: load_data(config, t, limit) for t in extra}
+    lm, params, env = _setup(config, workdir)
+    B = encode_roles(config, lm.tokenizer, data)
+    A = B if ftask == task else encode_roles(config, lm.tokenizer, data_a, ("train",))
+    others = {t: encode_roles(config, lm.tokenizer, d, ("test",))["test"]
+              for t, d in data_others.items()}
 
     results = {"task": task, "model": config.model, "forget_mode": config.forget_mode,
                "forget_task": ftask, "eval_task": task, "seed": config.seed,
@@ -253,7 +264,7 @@ def run_forget(config, workdir) -> dict:
         results["forget_ratio"] = r
     else:
         results["forget_ratio_note"] = "undefined: fine-tuned test accuracy does not beat chance"
-    for t, d in results.get("eval_tasks", {}).items():
+    for d in results.get("eval_tasks", {}).values():
         if "finetuned" in d and "forgotten" in d:
             rr = forget_ratio(d["finetuned"], d["forgotten"], config.forget_mode)
             if rr is not None:

@@ -1,0 +1,140 @@
+"""The real command line on a tiny local model: eval, fine-tune -> forget, resume after SIGKILL,
+and bad input (one clear line, exit 2, no results.json claiming success)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests._tiny_model import write_tiny_llama_dir
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return write_tiny_llama_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def cli(args, workdir, env_extra=None, **kw):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop run
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "main.py", *args, f"--workdir={workdir}"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+def forget_args(tiny_dir, shared_data, task="copa"):
+    return [f"--config=configs/forget.py:task={task}", f"--config.model={tiny_dir}",
+            f"--config.data_dir={shared_data}", "--config.n_train=24", "--config.limit=12",
+            "--config.finetune.max_epochs=2", "--config.forget.max_epochs=4",
+            "--config.forget.stop_test_acc=0.0", "--config.eval_batch_size=8"]
+
+
+def test_eval_cli_writes_contract_files(tiny_dir, shared_data, tmp_path):
+    r = cli(["--config=configs/eval.py:task=rte,limit=10", f"--config.model={tiny_dir}",
+             f"--config.data_dir={shared_data}", "--config.splits=validation+test"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["complete"] is True and res["task"] == "rte"
+    assert set(res["accuracy"]["pretrained"]) == {"validation", "test"}
+    rows = [json.loads(x) for x in (tmp_path / "predictions/pretrained/rte.test.jsonl").open()]
+    assert len(rows) == 10 == res["n_examples"]["test"]
+    assert rows[0]["id"].startswith("rte/validation/")
+    assert set(rows[0]) == {"id", "prompt", "choices", "gold", "loglik", "n_tokens", "pred",
+                            "correct", "confidence"}
+    acc = sum(r["correct"] for r in rows) / len(rows)
+    assert acc == pytest.approx(res["accuracy"]["pretrained"]["test"])
+    assert json.loads((tmp_path / "config.json").read_text())["task"] == "rte"
+
+
+def _outputs(workdir: pathlib.Path) -> dict[str, bytes]:
+    files = sorted(workdir.glob("predictions/**/*.jsonl")) + [workdir / "results.json"]
+    return {str(f.relative_to(workdir)): f.read_bytes() for f in files}
+
+
+def _history(workdir):
+    drop = {"seconds", "examples_per_s"}
+    return [{k: v for k, v in json.loads(x).items() if k not in drop}
+            for x in (workdir / "history.jsonl").open()]
+
+
+def test_forget_run_resumes_after_sigkill_byte_identically(tiny_dir, shared_data, tmp_path):
+    args = forget_args(tiny_dir, shared_data)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    r = cli(args, ref)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((ref / "results.json").read_text())
+    assert res["complete"] and res["epochs"] == {"finetune": 2, "forget": 4}
+    assert {"forget_gap", "forget_ratio_random", "forget_ratio_flipped"} <= set(res) or \
+        "forget_ratio_note" in res
+
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.Popen([sys.executable, "main.py", *args, f"--workdir={killed}"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt_dir = killed / "checkpoints" / "forget"
+    deadline = time.time() + 500
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before the first forget checkpoint was seen"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = killed / "results.json"
+    assert not partial.exists() or not json.loads(partial.read_text())["complete"]
+
+    r = cli(args, killed)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming forget after epoch" in r.stderr
+    assert _outputs(killed) == _outputs(ref)
+    assert _history(killed) == _history(ref)
+
+
+BAD = [
+    (["--config=configs/eval.py:task=nosuchtask"], "unknown task 'nosuchtask'"),
+    (["--config=configs/forget.py:copa", "--config.forget_mode=sideways"], "forget_mode"),
+    (["--config=configs/forget.py:copa", "--config.forget.lr=-1.0"], "forget.lr must be > 0"),
+    (["--config=configs/forget.py:copa", "--config.n_train=5000"], "n_train=5000"),
+    (["--config=configs/eval.py:copa", "--config.data_dir=/nonexistent/dir"], "/nonexistent/dir"),
+    (["--config=configs/eval.py:copa", "--config.model=no-such-model"], "no-such-model"),
+    (["--config=configs/forget.py:copa", "--config.model=/nonexistent/model"],
+     "/nonexistent/model"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_one_line_exit_2(args, message, tmp_path, shared_data):
+    if not any(a.startswith("--config.data_dir") for a in args):
+        args = [*args, f"--config.data_dir={shared_data}"]
+    r = cli(args, tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and message in err[0], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"sentence1": "a", "sentence2": "b", "label": 0}\n{not json\n', "train.jsonl:2"),
+    ('{"sentence1": "a", "label": 0}\n', "sentence2"),
+    ("", "empty"),
+])
+def test_bad_data_one_line_exit_2(content, message, tmp_path, tiny_dir):
+    data = tmp_path / "data" / "rte"
+    data.mkdir(parents=True)
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_text(content)
+    r = cli(["--config=configs/eval.py:rte", f"--config.data_dir={tmp_path / 'data'}",
+             f"--config.model={tiny_dir}"], tmp_path / "run")
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and message in err[0], r.stderr[-2000:]
+    assert not (tmp_path / "run" / "results.json").exists()
