@@ -77,5 +77,6 @@ def model_and_data(config: ml_collections.ConfigDict) -> None:
     config.distributed.num_processes = 1
     config.distributed.process_id = 0
     config.distributed.auto = False  # call jax.distributed.initialize() with no arguments
-    config.dry_run = False
+    config.dry_run = False  # print the mesh, shardings and per-device memory, then exit
+    config.dry_run_seq_len = 512  # tokens per row of the dry run's train/score batches
     config.compilation_cache_dir = ""

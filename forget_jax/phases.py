@@ -111,7 +111,7 @@ def features(env: Env, params, splits: list[Split], layer: int) -> dict:
             chunks.append((idx, h))
         out = None
         for idx, h in chunks:
-            h = np.asarray(jax.device_get(h), np.float32)[: len(idx)]
+            h = shd.to_host(h).astype(np.float32)[: len(idx)]
             if out is None:
                 D = h.shape[-1]
                 out = np.zeros((len(split.encoded), 3, D), np.float32)

@@ -36,8 +36,9 @@ def score_encoded(steps, params, encs: Sequence[batching.Encoded], batch_size: i
         pending.append((idx, out))  # no host sync here: results are fetched in bulk below
         bar.update(len(idx))
     for idx, out in pending:
-        ll = np.asarray(jax.device_get(out["loglik_sum"]), np.float64)[: len(idx)]
-        nt = np.asarray(jax.device_get(out["n_tokens"]))[: len(idx)]
+        # to_host gathers rows held by other processes (multi-host); a plain fetch otherwise.
+        ll = shd.to_host(out["loglik_sum"]).astype(np.float64)[: len(idx)]
+        nt = shd.to_host(out["n_tokens"])[: len(idx)]
         mean_ll[idx] = ll / nt
         counts[idx] = nt
     bar.close()

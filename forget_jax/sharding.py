@@ -146,11 +146,53 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
         if jax.process_count() == 1:
             out[k] = jax.device_put(v, sharding)
         else:
-            idx = sharding.addressable_devices_indices_map(v.shape)
-            rows = sorted({(s[0].start or 0, s[0].stop or v.shape[0]) for s in idx.values()})
-            lo, hi = rows[0][0], rows[-1][1]
-            out[k] = jax.make_array_from_process_local_data(sharding, v[lo:hi], v.shape)
+            out[k] = jax.make_array_from_process_local_data(
+                sharding, process_rows(v, sharding), v.shape)
     return out
+
+
+def process_rows(v: np.ndarray, sharding: NamedSharding) -> np.ndarray:
+    """The rows of a global batch that this process's devices hold, in global order.
+
+    With a device order that interleaves processes (or a data axis spanning hosts) a
+    process's rows need not be one contiguous block: ``make_array_from_process_local_data``
+    then expects the blocks it addresses concatenated in increasing order.
+    """
+    idx = sharding.addressable_devices_indices_map(v.shape)
+    blocks = sorted({(s[0].start or 0, v.shape[0] if s[0].stop is None else s[0].stop)
+                     for s in idx.values()})
+    return np.concatenate([v[lo:hi] for lo, hi in blocks], axis=0)
+
+
+def to_host(x) -> np.ndarray:
+    """A (possibly multi-process) array as one numpy array on every process.
+
+    Arrays whose shards live on other processes (batch-sharded outputs, fsdp-sharded
+    parameters) are gathered with ``process_allgather``; this is a collective, so every process
+    must call it in the same order.
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def put_global(tree, shardings):
+    """Places host values that are identical on every process onto global shardings.
+
+    One process: ``jax.device_put``. Several: each device takes its slice of the local copy
+    (``jax.make_array_from_callback``), with no cross-process equality check (device_put would
+    all-gather every parameter to compare them).
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(x, sharding):
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+    return jax.tree.map(one, tree, shardings)
 
 
 def pad_batch_size(batch_size: int, mesh: Mesh) -> int:
