@@ -66,6 +66,7 @@ def model_and_data(config: ml_collections.ConfigDict) -> None:
     config.precision = "float32"  # or "bfloat16" (params and compute)
     config.eval_batch_size = 16
     config.max_seq_len = 2048  # tokens; longer examples are an error, not a silent truncation
+    config.remat = False  # recompute each layer in the backward pass (7B-size memory)
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # -1: all devices not used by fsdp/tensor

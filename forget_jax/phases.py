@@ -64,6 +64,7 @@ class Env:
     tb: rundir.TensorBoard | None
     score_steps: steps_lib.Steps
     progress: bool = True
+    remat: bool = False
 
 
 def score_split(env: Env, params, split: Split, desc: str = "") -> dict:
@@ -162,7 +163,7 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
     """
     wd = env.workdir
     steps = steps_lib.make_steps(env.graphdef, params, env.mesh, lr=spec.lr,
-                                 grad_clip=spec.grad_clip)
+                                 grad_clip=spec.grad_clip, remat=env.remat)
     latest = ckpt.PhaseCheckpoints(wd, spec.name)
     best = ckpt.BestCheckpoint(wd) if spec.keep_best else None
     recorder = rundir.EpochRecorder(wd, spec.name)

@@ -154,7 +154,7 @@ def lower(config) -> Lowered:
     mesh = shd.make_mesh(m.data, m.fsdp, m.tensor)
     ft = config.get("finetune")
     lr = dict(lr=ft.lr, grad_clip=ft.grad_clip) if ft is not None else {}
-    steps = steps_lib.make_steps(graphdef, params, mesh, **lr)
+    steps = steps_lib.make_steps(graphdef, params, mesh, remat=config.get("remat", False), **lr)
     T = int(config.dry_run_seq_len)
     S = batching.bucket(max(T // 8, 1), batching.S_BUCKETS)  # answer tokens per row
     score_in = score_batch_spec(mesh, config.eval_batch_size, T, S)

@@ -122,7 +122,7 @@ def _setup(config, workdir):
                                        feature_layer=config.activations.layer)
     tb = rundir.TensorBoard(pathlib.Path(workdir) / "tensorboard") if rundir.is_main() else None
     env = phases.Env(str(workdir), mesh, graphdef, config.eval_batch_size, config.seed, tb,
-                     score_steps)
+                     score_steps, remat=config.get("remat", False))
     log.info("model %s loaded from %s in %.1fs; mesh %s", config.model, lm.source,
              time.perf_counter() - t0, dict(mesh.shape))
     return lm, params, env

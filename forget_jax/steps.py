@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from forget_jax import sharding as shd
+from forget_jax.models import layers
 
 Params = Any  # nested dict of arrays (nnx pure dict)
 
@@ -156,26 +157,42 @@ def _opt_shardings(tx, params, param_shardings, mesh):
     return jax.tree_util.tree_map_with_path(one, abstract)
 
 
+def _in_mesh(fn: Callable, mesh: Mesh, remat: bool = False) -> Callable:
+    """Traces ``fn`` under the mesh's abstract mesh (so the model can keep activations split
+    over the batch axes) and, optionally, with per-layer rematerialisation."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), layers.remat_layers(remat):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def make_steps(graphdef: nnx.GraphDef, params: Params, mesh: Mesh, *, lr: float | None = None,
-               grad_clip: float = 1.0, feature_layer: int = -5) -> Steps:
-    """Jits the steps with explicit shardings; ``lr=None`` builds scoring/features only."""
+               grad_clip: float = 1.0, feature_layer: int = -5, remat: bool = False) -> Steps:
+    """Jits the steps with explicit shardings; ``lr=None`` builds scoring/features only.
+
+    ``remat`` recomputes each layer's activations in the backward pass (memory for 7B models).
+    """
     p_shard = shd.param_shardings(params, mesh)
     rep = shd.replicated(mesh)
     bs = lambda nd: shd.batch_sharding(mesh, nd)  # noqa: E731
     score_in = dict(tokens=bs(2), positions=bs(2), seg=bs(2), tgt_pos=bs(2), tgt_ids=bs(2),
                     tgt_choice=bs(2), feat_pos=bs(2))
-    score = jax.jit(functools.partial(score_step, graphdef=graphdef),
+    score = jax.jit(_in_mesh(functools.partial(score_step, graphdef=graphdef), mesh),
                     in_shardings=(p_shard, score_in),
                     out_shardings=dict(loglik_sum=bs(2), n_tokens=bs(2)))
-    features = jax.jit(functools.partial(features_step, graphdef=graphdef, layer=feature_layer),
+    features = jax.jit(_in_mesh(functools.partial(features_step, graphdef=graphdef,
+                                                  layer=feature_layer), mesh),
                        in_shardings=(p_shard, score_in), out_shardings=bs(3))
     train, tx = None, None
     if lr is not None:
         tx = make_optimizer(lr, grad_clip)
         state_sh = TrainState(rep, p_shard, _opt_shardings(tx, params, p_shard, mesh))
         train_in = dict(tokens=bs(2), mask=bs(2), tgt_pos=bs(2), tgt_ids=bs(2), tgt_w=bs(2))
-        train = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx,
-                                          grad_clip=grad_clip),
+        train = jax.jit(_in_mesh(functools.partial(train_step, graphdef=graphdef, tx=tx,
+                                                   grad_clip=grad_clip), mesh, remat),
                         in_shardings=(state_sh, train_in),
                         out_shardings=(state_sh, dict(loss=rep, grad_norm=rep,
                                                       grad_norm_clipped=rep, n_tokens=rep)),

@@ -50,17 +50,19 @@ def test_unmatched_parameter_raises():
         sharding.logical_axes("layers/attn/weird/kernel", 3)
 
 
-@pytest.mark.parametrize("shape", [(2, 4, 1), (2, 1, 4)])
-def test_sharded_train_step_equals_single_device(shape):
+@pytest.mark.parametrize(("shape", "remat"), [((2, 4, 1), False), ((2, 1, 4), False),
+                                           ((2, 4, 1), True)])
+def test_sharded_train_step_equals_single_device(shape, remat):
     assert jax.device_count() == 8
     rng = np.random.default_rng(0)
     encs = toy_encoded(8, rng)
     batch_np = batching.train_batch(encs, [int(t) for t in rng.integers(0, 2, 8)], 8)
     results = []
-    for mesh in (sharding.make_mesh(devices=jax.devices()[:1]), sharding.make_mesh(*shape)):
+    for mesh, rm in ((sharding.make_mesh(devices=jax.devices()[:1]), False),
+                     (sharding.make_mesh(*shape), remat)):
         graphdef, params = steps.split_model(tiny_llama())
         params = jax.device_put(params, sharding.param_shardings(params, mesh))
-        st = steps.make_steps(graphdef, params, mesh, lr=0.1)
+        st = steps.make_steps(graphdef, params, mesh, lr=0.1, remat=rm)
         state = st.init_state(params)
         losses = []
         for _ in range(3):
