@@ -168,7 +168,19 @@ def test_n_train(shared_data, loaded):
 def test_limit(shared_data, loaded):
     data = load_task("cb", data_dir=shared_data, limit=5)
     for r in ROLES:
-        assert data.split(r) == loaded["cb", 0].split(r)[:5]
+        full = loaded["cb", 0].split(r)
+        got = data.split(r)
+        assert len(got) == 5 and set(got) <= set(full)
+        pos = [full.index(e) for e in got]
+        assert pos == sorted(pos)  # original order kept
+    assert data.split("train") == load_task("cb", data_dir=shared_data, limit=5).split("train")
+
+
+def test_limit_is_not_the_first_rows_of_a_label_sorted_split(shared_data):
+    """PubMedQA's staged test rows are grouped by label; the first 200 are all "yes"."""
+    data = load_task("pubmedqa", data_dir=shared_data, limit=200)
+    golds = {e.choices[e.gold] for e in data.test}
+    assert golds == {" yes", " no", " maybe"}
 
 
 def test_split_accessor_and_distractor(loaded):

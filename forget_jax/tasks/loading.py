@@ -8,7 +8,7 @@ Pipeline of :func:`load_task` (TASKS.md §3, roles as in :mod:`forget_jax.tasks.
 3. carve the held-out slices;
 4. decontaminate the eval roles, length-filter and cap every role, counting each removal
    under the role's source split;
-5. subsample the train role to ``n_train`` and truncate every role to ``limit``.
+5. subsample the train role to ``n_train`` and every role to at most ``limit`` (seeded).
 """
 
 from __future__ import annotations
@@ -175,7 +175,8 @@ def load_task(
         seed: the run seed. It selects the held-out validation slice and the ``n_train``
             subsample only; binarization, the 1000-cap and carved test slices use the project
             ``SEED`` so choices and test sets are the same in every run.
-        limit: keep only the first ``limit`` examples of every role (quick runs); None = all.
+        limit: keep a seeded subsample (original order) of at most ``limit`` examples of every
+            role (quick runs); None = all.
 
     Returns:
         The task's roles, descriptions and removal counts.
@@ -259,7 +260,12 @@ def load_task(
             f"(from {plan.train_src}, after hygiene and carving)"
         )
     if limit is not None:
-        train, validation, test = train[:limit], validation[:limit], test[:limit]
+        # A seeded subsample in original order, not the first rows: some staged files are
+        # sorted by label (PubMedQA's first 276 test rows are all "yes").
+        train, validation, test = (
+            hygiene.subsample(rows, limit, f"limit|{hygiene.SEED}|{task}|{role}")
+            if len(rows) > limit else rows
+            for role, rows in (("train", train), ("validation", validation), ("test", test)))
 
     source = roles.source_name(data_dir)
     for split, c in counts.items():
