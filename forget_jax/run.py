@@ -8,6 +8,7 @@ the Hugging Face / GGUF weights.
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import shutil
@@ -75,6 +76,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"init_from={config.init_from} was fine-tuned on {prev.get('task')!r} with "
                 f"{prev.get('model')!r}, this run needs task {config.task!r} / {config.model!r}")
+
+
+# Keys that may change between a run and its resumption (they do not change the results).
+RESUME_FREE_KEYS = ("distributed", "eval_batch_size", "compilation_cache_dir", "dry_run",
+                    "dry_run_seq_len", "mesh", "remat")
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses to resume a workdir that holds a run of a different config."""
+    wd = pathlib.Path(workdir)
+    prev_path = wd / "config.json"
+    if not prev_path.exists() or not ((wd / "checkpoints").exists() or
+                                      (wd / "results.json").exists()):
+        return
+    prev = rundir.read_json(prev_path)
+    new = json.loads(json.dumps(config.to_dict()))
+    diff = sorted(k for k in set(prev) | set(new)
+                  if k not in RESUME_FREE_KEYS and prev.get(k) != new.get(k))
+    if diff:
+        raise ConfigError(
+            f"workdir {workdir} holds a run with a different config ({', '.join(diff)} "
+            f"differ); use a new --workdir or delete it")
 
 
 def forget_ratio(acc_ft: float, acc_fg: float, mode: str) -> float | None:
@@ -155,6 +178,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate(config)
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    check_resumable(config, workdir)
     if rundir.is_main():
         rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
     if config.job == "eval":

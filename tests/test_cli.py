@@ -138,3 +138,14 @@ def test_bad_data_one_line_exit_2(content, message, tmp_path, tiny_dir):
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and message in err[0], r.stderr[-2000:]
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_resuming_with_a_different_config_is_refused(tiny_dir, shared_data, tmp_path):
+    args = ["--config=configs/eval.py:task=cb,limit=4", f"--config.model={tiny_dir}",
+            f"--config.data_dir={shared_data}"]
+    assert cli(args, tmp_path).returncode == 0
+    r = cli([*args, "--config.limit=5"], tmp_path)
+    assert r.returncode == 2
+    assert "different config (limit differ)" in r.stderr
+    r = cli([*args, "--config.eval_batch_size=4"], tmp_path)  # does not change results
+    assert r.returncode == 0, r.stderr[-2000:]
