@@ -36,6 +36,7 @@ Choices the report must state:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,8 @@ _LABELS = {
     "total_variance": "total variance of last-prompt-token state, train",
 }
 
+
+log = logging.getLogger("forget_jax")
 
 def total_variance(X: np.ndarray) -> float:
     """Trace of the sample covariance of the rows of ``X``.
@@ -120,9 +123,14 @@ def predictor_table(
         task = results["task"]
         try:
             finetuned_acc = float(results["accuracy"]["finetuned"]["test"])
-            forget_ratio = float(results["forget_ratio"])
         except (KeyError, TypeError) as e:
             raise rundir.RunDirError(run / "results.json", f"lacks {e}") from None
+        if "forget_ratio" not in results:
+            # run.py omits the ratio when fine-tuning did not beat chance (undefined ratio)
+            log.info("predictors: %s has no forget_ratio (%s); skipped", run,
+                     results.get("forget_ratio_note", "not reached"))
+            continue
+        forget_ratio = float(results["forget_ratio"])
         confidence, n_train = _mean_confidence(run, task)
         acts = rundir.read_activations(run, variance_phase)
         entry = rundir.split_activations(acts, task, "train", run / "activations" / variance_phase)
