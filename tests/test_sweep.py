@@ -275,10 +275,10 @@ def test_run_cell_checks_dependencies_and_runs_one_cell(tmp_path):
                    get_config=FORGET_GET_CONFIG)
 
 
-def test_sweep_config_defaults_and_lock():
+def test_sweep_config_defaults_and_lock(shared_data):
     config = sweep_configs.get_config()
     assert config.job == "sweep" and config.experiment == "cross_task" and config.mode == "run"
-    assert all((sweep.REPO.parent / "shared" / "data" / t / "train.jsonl").is_file()
+    assert all((shared_data / t / "train.jsonl").is_file()
                for t in sweep.parse_tasks(config.tasks))  # the default subset has local data
     with pytest.raises(AttributeError):
         config.experimnt = "single"
