@@ -29,7 +29,6 @@ import logging
 import os
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -301,18 +300,11 @@ def cells_from_config(config: Any, root: str | os.PathLike) -> list[Cell]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` to ``path`` atomically (temp file in the same directory + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes ``text`` to ``path`` atomically (forget_jax.rundir.atomic_write_bytes)."""
+    from forget_jax.rundir import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return Path(path)
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
