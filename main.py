@@ -31,6 +31,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv) -> int:
     del argv
+    from forget_jax import host
+
+    host.tune_malloc()  # before JAX starts its threads (big step temporaries stop page-faulting)
     logging.getLogger("forget_jax").setLevel(logging.INFO)
     config = _CONFIG.value
     if config is None or not _WORKDIR.value:

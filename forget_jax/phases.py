@@ -199,7 +199,9 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
             idx = order[start : start + spec.batch_size]
             encs = [spec.train.encoded[i] for i in idx] + [None] * (B - len(idx))
             tg = [int(targets[i]) for i in idx] + [0] * (B - len(idx))
-            batch = shd.put_batch(batching.train_batch(encs, tg, B), env.mesh)
+            batch = shd.put_batch(batching.train_batch(  # short examples share rows
+                encs, tg, B, pack_len=batching.PACK_LEN,
+                row_multiple=shd.batch_divisor(env.mesh)), env.mesh)
             state, m = steps.train(state, batch)
             metrics.append(m)
         metrics = jax.device_get(metrics)

@@ -31,16 +31,19 @@ def score_encoded(steps, params, encs: Sequence[batching.Encoded], batch_size: i
     t0 = time.perf_counter()
     bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress or jax.process_index() != 0,
                leave=False)
-    for idx, batch in batching.length_sorted_batches(encs, B):
-        out = steps.score(params, shd.put_batch(batching.score_batch(batch, B), steps.mesh))
-        pending.append((idx, out))  # no host sync here: results are fetched in bulk below
-        bar.update(len(idx))
-    for idx, out in pending:
+    # B rows per batch, several short examples per row (batching.packed_score_batches).
+    packed = batching.packed_score_batches(encs, B, row_multiple=shd.batch_divisor(steps.mesh))
+    for slots, batch in packed:
+        out = steps.score(params, shd.put_batch(batch, steps.mesh))
+        pending.append((slots, out))  # no host sync here: results are fetched in bulk below
+        bar.update(int((slots >= 0).sum()))
+    for slots, out in pending:
         # to_host gathers rows held by other processes (multi-host); a plain fetch otherwise.
-        ll = shd.to_host(out["loglik_sum"]).astype(np.float64)[: len(idx)]
-        nt = shd.to_host(out["n_tokens"])[: len(idx)]
-        mean_ll[idx] = ll / nt
-        counts[idx] = nt
+        ll = shd.to_host(out["loglik_sum"]).astype(np.float64).reshape(*slots.shape, 2)
+        nt = shd.to_host(out["n_tokens"]).reshape(*slots.shape, 2)
+        real = slots >= 0
+        mean_ll[slots[real]] = ll[real] / nt[real]
+        counts[slots[real]] = nt[real]
     bar.close()
     secs = time.perf_counter() - t0
     return mean_ll, counts, dict(seconds=secs, examples_per_s=n / max(secs, 1e-9))

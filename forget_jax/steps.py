@@ -53,17 +53,37 @@ def _answer_logliks(model, h, tgt_pos, tgt_ids):
 
 
 def packed_attention(seg):
-    """[B,T,T] mask for packed rows: causal, answers see the prompt and themselves only."""
+    """[B,T,T] mask for packed scoring rows (example ``j``: prompt ``3j``, answers ``3j+1``,
+    ``3j+2``): causal within an example, answers see its prompt and themselves only."""
     q, k = seg[:, :, None], seg[:, None, :]
     T = seg.shape[1]
     causal = jnp.arange(T)[:, None] >= jnp.arange(T)[None, :]
-    return causal[None] & (k >= 0) & (q >= 0) & ((k == 0) | (k == q))
+    same = (q // 3) == (k // 3)
+    return causal[None] & (k >= 0) & (q >= 0) & same & ((k % 3 == 0) | (k == q))
+
+
+def segment_attention(seg):
+    """[B,T,T] mask for packed training rows (segment ids, 0 = padding): causal within one
+    segment. A row with a single segment is plain causal attention over its real tokens."""
+    T = seg.shape[1]
+    causal = jnp.arange(T)[:, None] >= jnp.arange(T)[None, :]
+    return causal[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
+
+
+def segment_positions(seg):
+    """[B,T] positions restarting at 0 at the first token of every segment."""
+    t = jnp.arange(seg.shape[1], dtype=jnp.int32)
+    first = jnp.concatenate([jnp.ones_like(seg[:, :1], bool), seg[:, 1:] != seg[:, :-1]], 1)
+    return t - jax.lax.cummax(jnp.where(first, t, 0), axis=1)
 
 
 def loss_fn(params: Params, batch: dict, graphdef: nnx.GraphDef):
-    """Mean token NLL over the response tokens (prompt masked)."""
+    """Mean token NLL over the response tokens (prompt masked); rows may hold several
+    sequences (``mask`` = segment ids, see :func:`forget_jax.batching.train_batch`)."""
     model = nnx.merge(graphdef, params)
-    h, _ = model.encode(batch["tokens"], mask=batch["mask"])
+    seg = batch["mask"]
+    h, _ = model.encode(batch["tokens"], mask=segment_attention(seg),
+                        positions=segment_positions(seg))
     ll = _answer_logliks(model, h, batch["tgt_pos"], batch["tgt_ids"])
     w = batch["tgt_w"]
     n = jnp.maximum(w.sum(), 1.0)
@@ -85,12 +105,14 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
 
 
 def score_step(params: Params, batch: dict, *, graphdef: nnx.GraphDef) -> dict[str, jax.Array]:
-    """Summed log-likelihood and token count of both answers of each packed row: [B,2]."""
+    """Summed log-likelihood and token count of both answers of each example slot: [B,2E]
+    (``E = feat_pos.shape[1] // 3`` examples per row; [B,2] with one example per row)."""
     model = nnx.merge(graphdef, params)
     h, _ = model.encode(batch["tokens"], mask=packed_attention(batch["seg"]),
                         positions=batch["positions"])
     ll = _answer_logliks(model, h, batch["tgt_pos"], batch["tgt_ids"])
-    onehot = (batch["tgt_choice"][..., None] == jnp.arange(2)).astype(jnp.float32)
+    slots = 2 * (batch["feat_pos"].shape[1] // 3)
+    onehot = (batch["tgt_choice"][..., None] == jnp.arange(slots)).astype(jnp.float32)
     return dict(loglik_sum=jnp.einsum("bs,bsc->bc", ll, onehot),
                 n_tokens=onehot.sum(axis=1).astype(jnp.int32))
 

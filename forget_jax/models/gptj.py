@@ -93,7 +93,8 @@ class Attention(nnx.Module):
     def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         D = config.hidden_size
         linear = functools.partial(
-            nnx.Linear, D, D, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            nnx.Linear, D, D, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            dot_general=L.dot_general,
         )
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = linear(), linear(), linear(), linear()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
@@ -113,7 +114,7 @@ class Mlp(nnx.Module):
 
     def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         D, F = config.hidden_size, config.intermediate_size
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, dot_general=L.dot_general)
         self.up_proj = nnx.Linear(D, F, **kw)
         self.down_proj = nnx.Linear(F, D, **kw)
         self.act = L.activation(config.activation_function)

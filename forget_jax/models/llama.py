@@ -150,6 +150,7 @@ class Attention(nnx.Module):
             use_bias=config.attention_bias,
             dtype=dtype,
             param_dtype=param_dtype,
+            dot_general=L.dot_general,
             rngs=rngs,
         )
         self.q_proj = linear(D, N * H)
@@ -174,7 +175,12 @@ class Mlp(nnx.Module):
     def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         D, F = config.hidden_size, config.intermediate_size
         linear = functools.partial(
-            nnx.Linear, use_bias=config.mlp_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            nnx.Linear,
+            use_bias=config.mlp_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            dot_general=L.dot_general,
+            rngs=rngs,
         )
         self.gate_proj = linear(D, F)
         self.up_proj = linear(D, F)
