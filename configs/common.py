@@ -74,7 +74,8 @@ def model_and_data(config: ml_collections.ConfigDict) -> None:
     config.mesh.tensor = 1
 
     config.distributed = ml_collections.ConfigDict()
-    config.distributed.coordinator = ""  # "host:port"; "" = auto-detect (TPU pod / SLURM) or single process
+    # "host:port"; "" = auto-detect (TPU pod / SLURM) or single process
+    config.distributed.coordinator = ""
     config.distributed.num_processes = 1
     config.distributed.process_id = 0
     config.distributed.auto = False  # call jax.distributed.initialize() with no arguments

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from forget_jax.analysis.rundir import RunDirError
     from forget_jax.batching import SequenceTooLong
     from forget_jax.distributed import DistributedConfigError
     from forget_jax.models import ModelLoadError
@@ -14,4 +15,4 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from forget_jax.tasks import TaskError
 
     return (ConfigError, TaskError, ModelLoadError, SequenceTooLong, ShardingError,
-            NonFiniteLoss, FileNotFoundError, DistributedConfigError)
+            NonFiniteLoss, FileNotFoundError, DistributedConfigError, SweepError, RunDirError)

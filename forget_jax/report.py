@@ -359,6 +359,8 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
         The path of report.md.
     """
     root = Path(root).absolute()
+    if not (root / "runs").is_dir() and not (root / "sweep.json").is_file():
+        raise rundir.RunDirError(root, "is not a sweep root (no runs/ directory, no sweep.json)")
     out = root / "report"
     for stale in [*(out / "figures").glob("*.png"), *(out / "tables").glob("*.csv")]:
         stale.unlink()  # nothing this run cannot draw may survive from an earlier report

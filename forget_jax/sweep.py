@@ -88,6 +88,11 @@ def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
     out = list(dict.fromkeys(t.strip() for t in tasks if t.strip()))
     if not out:
         raise SweepError("no tasks given")
+    from forget_jax.tasks.specs import TASK_NAMES
+
+    unknown = [t for t in out if t not in TASK_NAMES]
+    if unknown:
+        raise SweepError(f"unknown task(s) {unknown}; known: {', '.join(TASK_NAMES)}")
     return out
 
 

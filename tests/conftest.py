@@ -22,5 +22,6 @@ SHARED_DATA = pathlib.Path(os.environ.get("FORGET_JAX_DATA_DIR", REPO.parent / "
 def shared_data() -> pathlib.Path:
     """The real task data; tests that need it fail loudly when it is missing."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"../shared/data not found at {SHARED_DATA}; set FORGET_JAX_DATA_DIR", pytrace=False)
+        pytest.fail(f"../shared/data not found at {SHARED_DATA}; set FORGET_JAX_DATA_DIR",
+                    pytrace=False)
     return SHARED_DATA

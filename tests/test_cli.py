@@ -107,12 +107,15 @@ BAD = [
     (["--config=configs/eval.py:copa", "--config.model=no-such-model"], "no-such-model"),
     (["--config=configs/forget.py:copa", "--config.model=/nonexistent/model"],
      "/nonexistent/model"),
+    (["--config=configs/sweep.py:experiment=cross_task,tasks=copa+nosuch"], "unknown task(s)"),
+    (["--config=configs/sweep.py:experiment=sideways,tasks=copa"], "unknown experiment"),
+    (["--config=configs/report.py"], "not a sweep root"),
 ]
 
 
 @pytest.mark.parametrize(("args", "message"), BAD)
 def test_bad_input_one_line_exit_2(args, message, tmp_path, shared_data):
-    if not any(a.startswith("--config.data_dir") for a in args):
+    if not any(a.startswith("--config.data_dir") for a in args) and "report" not in args[0]:
         args = [*args, f"--config.data_dir={shared_data}"]
     r = cli(args, tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])

@@ -12,7 +12,7 @@ import pytest
 from scipy.cluster import hierarchy
 
 from forget_jax import report, sweep
-from forget_jax.analysis import cross_task, stats
+from forget_jax.analysis import cross_task, rundir, stats
 
 TASKS = ["copa", "cb", "rte"]
 N_TEST = {"copa": 50, "cb": 40, "rte": 60}
@@ -207,6 +207,12 @@ def test_analysis_failure_is_reported_not_raised(tmp_path, monkeypatch):
     assert "paper reference" in md and "not found" in md  # paper columns left empty, said so
     size = _csv(tmp_path / "report/tables/size_100_vs_1000.csv")
     assert all(r["paper_forget_acc_100"] == "" for r in size)
+
+
+def test_a_directory_that_is_not_a_sweep_root_is_an_error(tmp_path):
+    with pytest.raises(rundir.RunDirError, match="not a sweep root"):
+        report.write_report(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere" / "report").exists()
 
 
 def test_rerun_drops_outputs_it_can_no_longer_draw(tmp_path):

@@ -40,7 +40,8 @@ def test_every_parameter_matches_a_rule():
     for m in models:
         _, params = steps.split_model(m)
         specs = sharding.param_specs(params, mesh)  # raises on an unmatched parameter
-        flat = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+        flat = jax.tree_util.tree_leaves(
+            specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
         assert len(flat) == len(jax.tree_util.tree_leaves(params))
         assert any(any(a is not None for a in s) for s in flat), "nothing was sharded"
 

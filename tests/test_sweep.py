@@ -121,6 +121,8 @@ def test_expand_rejects_bad_input(tmp_path):
         sweep.expand("nope", TASKS, tmp_path)
     with pytest.raises(sweep.SweepError, match="may not set"):
         sweep.expand("single", TASKS, tmp_path, common={"task": "cb"})
+    with pytest.raises(sweep.SweepError, match=r"unknown task\(s\) \['copaa'\]"):
+        sweep.expand("cross_task", "copaa+cb", tmp_path)
 
 
 def test_cell_config_uses_the_real_single_run_config(tmp_path):
