@@ -10,7 +10,6 @@ evaluates and fine-tunes deterministically.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, ClassVar
 
 import jax
@@ -79,59 +78,17 @@ class Config:
         )
 
 
-class Attention(nnx.Module):
-    """Multi-head causal self-attention with biased projections."""
-
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        D = config.hidden_size
-        linear = functools.partial(
-            nnx.Linear, D, D, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-            dot_general=L.dot_general,
-        )
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = linear(), linear(), linear(), linear()
-        self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.scale = config.head_dim**-0.5 if config.scale_attn_weights else 1.0
-
-    def __call__(self, x_BTD: Array, mask_BTS: Array) -> Array:
-        B, T, _ = x_BTD.shape
-        N, H = self.num_heads, self.head_dim
-        q_BTNH = self.q_proj(x_BTD).reshape(B, T, N, H)
-        k_BTNH = self.k_proj(x_BTD).reshape(B, T, N, H)
-        v_BTNH = self.v_proj(x_BTD).reshape(B, T, N, H)
-        out_BTNH = L.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, mask_BTS, scale=self.scale)
-        return self.o_proj(out_BTNH.reshape(B, T, N * H))
-
-
-class Mlp(nnx.Module):
-    """``down(act(up(x)))`` (HF ``c_fc`` / ``c_proj``)."""
-
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        D, F = config.hidden_size, config.intermediate_size
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, dot_general=L.dot_general)
-        self.up_proj = nnx.Linear(D, F, **kw)
-        self.down_proj = nnx.Linear(F, D, **kw)
-        self.act = L.activation(config.activation_function)
-
-    def __call__(self, x_BTD: Array) -> Array:
-        return self.down_proj(self.act(self.up_proj(x_BTD)))
-
-
-def layer_norm(config: Config, **kw: Any) -> nnx.LayerNorm:
-    """LayerNorm with the exact two-pass variance (torch's), not E[x^2] - E[x]^2."""
-    return nnx.LayerNorm(
-        config.hidden_size, epsilon=config.layer_norm_eps, use_fast_variance=False, **kw
-    )
-
-
 class Block(nnx.Module):
     """Pre-norm block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
 
     def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.attn_norm = layer_norm(config, **kw)
-        self.attn = Attention(config, **kw)
-        self.mlp_norm = layer_norm(config, **kw)
-        self.mlp = Mlp(config, **kw)
+        D, N, H = config.hidden_size, config.num_heads, config.head_dim
+        self.attn_norm = L.layer_norm(D, config.layer_norm_eps, **kw)
+        self.attn = L.Attention(D, N, N, H, use_bias=True,
+                                scale=H**-0.5 if config.scale_attn_weights else 1.0, **kw)
+        self.mlp_norm = L.layer_norm(D, config.layer_norm_eps, **kw)
+        self.mlp = L.DenseMlp(D, config.intermediate_size, config.activation_function, **kw)
 
     def __call__(self, x_BTD: Array, mask_BTS: Array) -> Array:
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), mask_BTS)
@@ -166,7 +123,7 @@ class GPT2(nnx.Module):
         self.layers = L.stacked_layers(
             lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, rngs
         )
-        self.final_norm = layer_norm(config, **kw)
+        self.final_norm = L.layer_norm(config.hidden_size, config.layer_norm_eps, **kw)
 
     def encode(
         self,
@@ -192,16 +149,8 @@ class GPT2(nnx.Module):
         positions_BT = L.default_positions(tokens_BT, positions)
         mask_BTS = L.attention_mask(mask, tokens_BT.shape[1])
         x_BTD = self.embed(tokens_BT) + self.pos_embed(positions_BT)
-        h_BTD, outputs_LBTD = L.scan_layers(
-            self.layers,
-            x_BTD,
-            lambda layer, h: layer(h, mask_BTS),
-            output_hidden_states=output_hidden_states,
-        )
-        h_BTD = self.final_norm(h_BTD)
-        if not output_hidden_states:
-            return h_BTD, None
-        return h_BTD, L.collect_hidden_states(x_BTD, outputs_LBTD, h_BTD)
+        return L.run_decoder(self.layers, x_BTD, lambda layer, h: layer(h, mask_BTS),
+                             self.final_norm, output_hidden_states)
 
     def logits(self, h: Array) -> Array:
         """float32 logits [..., V] through the tied token embedding."""

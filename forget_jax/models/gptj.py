@@ -10,7 +10,6 @@ one stacked module run by ``nnx.scan``. No dropout.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, ClassVar
 
 import jax
@@ -87,61 +86,20 @@ def rotary_inv_freq(rotary_dim: int) -> np.ndarray:
     return (1.0 / (np.float32(10000.0) ** exponents)).astype(np.float32)
 
 
-class Attention(nnx.Module):
-    """Multi-head self-attention with partial interleaved RoPE and bias-free projections."""
-
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        D = config.hidden_size
-        linear = functools.partial(
-            nnx.Linear, D, D, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-            dot_general=L.dot_general,
-        )
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = linear(), linear(), linear(), linear()
-        self.num_heads, self.head_dim = config.num_heads, config.head_dim
-
-    def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
-        B, T, _ = x_BTD.shape
-        N, H = self.num_heads, self.head_dim
-        q_BTNH = L.apply_rotary_interleaved(self.q_proj(x_BTD).reshape(B, T, N, H), angles_BTR2)
-        k_BTNH = L.apply_rotary_interleaved(self.k_proj(x_BTD).reshape(B, T, N, H), angles_BTR2)
-        v_BTNH = self.v_proj(x_BTD).reshape(B, T, N, H)
-        out_BTNH = L.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, mask_BTS, scale=H**-0.5)
-        return self.o_proj(out_BTNH.reshape(B, T, N * H))
-
-
-class Mlp(nnx.Module):
-    """``down(act(up(x)))`` (HF ``fc_in`` / ``fc_out``)."""
-
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        D, F = config.hidden_size, config.intermediate_size
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, dot_general=L.dot_general)
-        self.up_proj = nnx.Linear(D, F, **kw)
-        self.down_proj = nnx.Linear(F, D, **kw)
-        self.act = L.activation(config.activation_function)
-
-    def __call__(self, x_BTD: Array) -> Array:
-        return self.down_proj(self.act(self.up_proj(x_BTD)))
-
-
-def layer_norm(config: Config, **kw: Any) -> nnx.LayerNorm:
-    """LayerNorm with the exact two-pass variance (torch's)."""
-    return nnx.LayerNorm(
-        config.hidden_size, epsilon=config.layer_norm_eps, use_fast_variance=False, **kw
-    )
-
-
 class Block(nnx.Module):
     """Parallel block: ``x + attn(ln(x)) + mlp(ln(x))`` with one shared LayerNorm."""
 
     def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.attn_norm = layer_norm(config, **kw)
-        self.attn = Attention(config, **kw)
-        self.mlp = Mlp(config, **kw)
+        D, N, H = config.hidden_size, config.num_heads, config.head_dim
+        self.attn_norm = L.layer_norm(D, config.layer_norm_eps, **kw)
+        self.attn = L.Attention(D, N, N, H, use_bias=False, scale=H**-0.5,
+                                rotary=L.apply_rotary_interleaved, **kw)
+        self.mlp = L.DenseMlp(D, config.intermediate_size, config.activation_function, **kw)
 
     def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
         normed_BTD = self.attn_norm(x_BTD)
-        return self.attn(normed_BTD, angles_BTR2, mask_BTS) + self.mlp(normed_BTD) + x_BTD
+        return self.attn(normed_BTD, mask_BTS, angles_BTR2) + self.mlp(normed_BTD) + x_BTD
 
 
 class GPTJ(nnx.Module):
@@ -171,7 +129,7 @@ class GPTJ(nnx.Module):
         self.layers = L.stacked_layers(
             lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, rngs
         )
-        self.final_norm = layer_norm(config, **kw)
+        self.final_norm = L.layer_norm(config.hidden_size, config.layer_norm_eps, **kw)
         self.lm_head = nnx.Linear(config.hidden_size, config.vocab_size, **kw)
 
     def encode(
@@ -199,17 +157,9 @@ class GPTJ(nnx.Module):
         mask_BTS = L.attention_mask(mask, tokens_BT.shape[1])
         inv_freq_R2 = jnp.asarray(rotary_inv_freq(self.config.rotary_dim))
         angles_BTR2 = L.rotary_angles(positions_BT, inv_freq_R2)
-        x_BTD = self.embed(tokens_BT)
-        h_BTD, outputs_LBTD = L.scan_layers(
-            self.layers,
-            x_BTD,
-            lambda layer, h: layer(h, angles_BTR2, mask_BTS),
-            output_hidden_states=output_hidden_states,
-        )
-        h_BTD = self.final_norm(h_BTD)
-        if not output_hidden_states:
-            return h_BTD, None
-        return h_BTD, L.collect_hidden_states(x_BTD, outputs_LBTD, h_BTD)
+        return L.run_decoder(self.layers, self.embed(tokens_BT),
+                             lambda layer, h: layer(h, angles_BTR2, mask_BTS),
+                             self.final_norm, output_hidden_states)
 
     def logits(self, h: Array) -> Array:
         """float32 logits [..., V] through the biased, untied ``lm_head``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -278,3 +279,72 @@ def head_logits(h_TD: Array, kernel_DV: Array, bias_V: Array | None, dtype: Any)
     if bias_V is not None:
         logits = logits + bias_V.astype(jnp.float32)
     return logits
+
+
+class Attention(nnx.Module):
+    """Causal self-attention with separate q/k/v/o projections (HF layout) and optional RoPE.
+
+    ``num_kv_heads < num_heads`` is grouped-query attention. ``rotary`` turns position angles
+    into rotated q and k (:func:`apply_rotary_half` for LLaMA, :func:`apply_rotary_interleaved`
+    for GPT-J); None for learned absolute positions (GPT-2).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
+                 use_bias: bool, scale: float,
+                 rotary: Callable[[Array, Array], Array] | None = None,
+                 dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        D, N, K, H = hidden_size, num_heads, num_kv_heads, head_dim
+        linear = functools.partial(nnx.Linear, use_bias=use_bias, dtype=dtype,
+                                   param_dtype=param_dtype, dot_general=dot_general, rngs=rngs)
+        self.q_proj = linear(D, N * H)
+        self.k_proj = linear(D, K * H)
+        self.v_proj = linear(D, K * H)
+        self.o_proj = linear(N * H, D)
+        self.num_heads, self.num_kv_heads, self.head_dim = N, K, H
+        self.scale, self.rotary = scale, rotary
+
+    def __call__(self, x_BTD: Array, mask_BTS: Array, angles_BTR2: Array | None = None) -> Array:
+        B, T, _ = x_BTD.shape
+        N, K, H = self.num_heads, self.num_kv_heads, self.head_dim
+        q_BTNH = self.q_proj(x_BTD).reshape(B, T, N, H)
+        k_BTKH = self.k_proj(x_BTD).reshape(B, T, K, H)
+        v_BTKH = self.v_proj(x_BTD).reshape(B, T, K, H)
+        if self.rotary is not None:
+            q_BTNH, k_BTKH = self.rotary(q_BTNH, angles_BTR2), self.rotary(k_BTKH, angles_BTR2)
+        out_BTNH = dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, scale=self.scale)
+        return self.o_proj(out_BTNH.reshape(B, T, N * H))
+
+
+class DenseMlp(nnx.Module):
+    """``down(act(up(x)))`` with biases (GPT-2 ``c_fc``/``c_proj``, GPT-J ``fc_in``/``fc_out``)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, activation_name: str, *,
+                 dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, dot_general=dot_general)
+        self.up_proj = nnx.Linear(hidden_size, intermediate_size, **kw)
+        self.down_proj = nnx.Linear(intermediate_size, hidden_size, **kw)
+        self.act = activation(activation_name)
+
+    def __call__(self, x_BTD: Array) -> Array:
+        return self.down_proj(self.act(self.up_proj(x_BTD)))
+
+
+def layer_norm(hidden_size: int, eps: float, **kw: Any) -> nnx.LayerNorm:
+    """LayerNorm with the exact two-pass variance (torch's), not E[x^2] - E[x]^2."""
+    return nnx.LayerNorm(hidden_size, epsilon=eps, use_fast_variance=False, **kw)
+
+
+def run_decoder(layers: nnx.Module, x_BTD: Array, layer_fn: Callable[[nnx.Module, Array], Array],
+                final_norm: Callable[[Array], Array], output_hidden_states: bool,
+                ) -> tuple[Array, Array | None]:
+    """The stacked layers over the embeddings ``x``, then the final norm.
+
+    Returns ``(h_BTD, hidden_states)`` as the models' ``encode``: hidden_states None or
+    [L+1,B,T,D] (embeddings, layer outputs, final-norm output), HF's ``output_hidden_states``.
+    """
+    h_BTD, outputs_LBTD = scan_layers(layers, x_BTD, layer_fn,
+                                      output_hidden_states=output_hidden_states)
+    h_BTD = final_norm(h_BTD)
+    if not output_hidden_states:
+        return h_BTD, None
+    return h_BTD, collect_hidden_states(x_BTD, outputs_LBTD, h_BTD)

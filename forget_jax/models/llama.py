@@ -140,35 +140,6 @@ def rope_inv_freq(config: Config, positions_BT: Array) -> Array:
     return jnp.asarray(inv_freq)
 
 
-class Attention(nnx.Module):
-    """Grouped-query self-attention with rotate-half RoPE."""
-
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        D, N, K, H = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
-        linear = functools.partial(
-            nnx.Linear,
-            use_bias=config.attention_bias,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            dot_general=L.dot_general,
-            rngs=rngs,
-        )
-        self.q_proj = linear(D, N * H)
-        self.k_proj = linear(D, K * H)
-        self.v_proj = linear(D, K * H)
-        self.o_proj = linear(N * H, D)
-        self.num_heads, self.num_kv_heads, self.head_dim = N, K, H
-
-    def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
-        B, T, _ = x_BTD.shape
-        N, K, H = self.num_heads, self.num_kv_heads, self.head_dim
-        q_BTNH = L.apply_rotary_half(self.q_proj(x_BTD).reshape(B, T, N, H), angles_BTR2)
-        k_BTKH = L.apply_rotary_half(self.k_proj(x_BTD).reshape(B, T, K, H), angles_BTR2)
-        v_BTKH = self.v_proj(x_BTD).reshape(B, T, K, H)
-        out_BTNH = L.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, scale=H**-0.5)
-        return self.o_proj(out_BTNH.reshape(B, T, N * H))
-
-
 class Mlp(nnx.Module):
     """SwiGLU: ``down(act(gate(x)) * up(x))``."""
 
@@ -198,12 +169,14 @@ class Block(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         norm = functools.partial(nnx.RMSNorm, config.hidden_size, epsilon=config.rms_norm_eps, **kw)
         self.attn_norm = norm()
-        self.attn = Attention(config, **kw)
+        self.attn = L.Attention(config.hidden_size, config.num_heads, config.num_kv_heads,
+                                config.head_dim, use_bias=config.attention_bias,
+                                scale=config.head_dim**-0.5, rotary=L.apply_rotary_half, **kw)
         self.mlp_norm = norm()
         self.mlp = Mlp(config, **kw)
 
     def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
-        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), angles_BTR2, mask_BTS)
+        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), mask_BTS, angles_BTR2)
         return x_BTD + self.mlp(self.mlp_norm(x_BTD))
 
 
@@ -262,17 +235,9 @@ class Llama(nnx.Module):
         positions_BT = L.default_positions(tokens_BT, positions)
         mask_BTS = L.attention_mask(mask, tokens_BT.shape[1])
         angles_BTR2 = L.rotary_angles(positions_BT, rope_inv_freq(self.config, positions_BT))
-        x_BTD = self.embed(tokens_BT)
-        h_BTD, outputs_LBTD = L.scan_layers(
-            self.layers,
-            x_BTD,
-            lambda layer, h: layer(h, angles_BTR2, mask_BTS),
-            output_hidden_states=output_hidden_states,
-        )
-        h_BTD = self.final_norm(h_BTD)
-        if not output_hidden_states:
-            return h_BTD, None
-        return h_BTD, L.collect_hidden_states(x_BTD, outputs_LBTD, h_BTD)
+        return L.run_decoder(self.layers, self.embed(tokens_BT),
+                             lambda layer, h: layer(h, angles_BTR2, mask_BTS),
+                             self.final_norm, output_hidden_states)
 
     def logits(self, h: Array) -> Array:
         """float32 logits [..., V] for hidden states of any leading shape."""
