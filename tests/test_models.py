@@ -24,79 +24,25 @@ ATOL = 1e-4
 V = 97
 
 # name -> (HF model class, HF config kwargs). Small, but every code path that differs.
+_LLAMA = dict(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2)
 HF_CASES: dict[str, tuple[type, dict]] = {
-    "llama_gqa_untied": (
-        transformers.LlamaForCausalLM,
-        dict(
-            vocab_size=V,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=False,
-        ),
-    ),
-    "llama_mha_tied_bias": (
-        transformers.LlamaForCausalLM,
-        dict(
-            vocab_size=V,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            tie_word_embeddings=True,
-            attention_bias=True,
-            mlp_bias=True,
-            rope_theta=500000.0,
-        ),
-    ),
-    "llama_rope_linear": (
-        transformers.LlamaForCausalLM,
-        dict(
-            vocab_size=V,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0},
-        ),
-    ),
-    "llama_rope_llama3": (
-        transformers.LlamaForCausalLM,
-        dict(
-            vocab_size=V,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=64,
-            rope_parameters={
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 4,
-                "rope_theta": 10000.0,
-            },
-        ),
-    ),
-    "llama_rope_dynamic": (
-        transformers.LlamaForCausalLM,
-        dict(
-            vocab_size=V,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=6,
-            rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
-        ),
-    ),
+    "llama_gqa_untied": (transformers.LlamaForCausalLM, dict(
+        _LLAMA, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        tie_word_embeddings=False)),
+    "llama_mha_tied_bias": (transformers.LlamaForCausalLM, dict(
+        _LLAMA, num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+        attention_bias=True, mlp_bias=True, rope_theta=500000.0)),
+    "llama_rope_linear": (transformers.LlamaForCausalLM, dict(
+        _LLAMA, num_attention_heads=4, num_key_value_heads=1,
+        rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0})),
+    "llama_rope_llama3": (transformers.LlamaForCausalLM, dict(
+        _LLAMA, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 4,
+                         "rope_theta": 10000.0})),
+    "llama_rope_dynamic": (transformers.LlamaForCausalLM, dict(
+        _LLAMA, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=6,
+        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})),
     "gpt2": (
         transformers.GPT2LMHeadModel,
         dict(vocab_size=V, n_embd=64, n_layer=3, n_head=4, n_positions=32),

@@ -102,7 +102,7 @@ class Block(nnx.Module):
         return self.attn(normed_BTD, mask_BTS, angles_BTR2) + self.mlp(normed_BTD) + x_BTD
 
 
-class GPTJ(nnx.Module):
+class GPTJ(L.CausalLM):
     """GPT-J causal LM with the project's uniform model API (see ``encode`` / ``logits``)."""
 
     def __init__(
@@ -113,21 +113,11 @@ class GPTJ(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
     ):
-        """Builds a randomly initialised model (load real weights with ``load_model``).
-
-        Args:
-            config: hyper-parameters.
-            dtype: compute dtype of activations.
-            param_dtype: storage dtype of parameters.
-            rngs: init randomness; ``nnx.Rngs(0)`` when None.
-        """
-        rngs = rngs if rngs is not None else nnx.Rngs(0)
-        self.config = config
-        self.dtype = jnp.dtype(dtype)
-        kw = dict(dtype=self.dtype, param_dtype=jnp.dtype(param_dtype), rngs=rngs)
+        """A randomly initialised model (see :class:`layers.CausalLM`)."""
+        kw = self.init_common(config, dtype, param_dtype, rngs)
         self.embed = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
         self.layers = L.stacked_layers(
-            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, rngs
+            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, kw["rngs"]
         )
         self.final_norm = L.layer_norm(config.hidden_size, config.layer_norm_eps, **kw)
         self.lm_head = nnx.Linear(config.hidden_size, config.vocab_size, **kw)
@@ -164,9 +154,3 @@ class GPTJ(nnx.Module):
     def logits(self, h: Array) -> Array:
         """float32 logits [..., V] through the biased, untied ``lm_head``."""
         return L.head_logits(h, self.lm_head.kernel[...], self.lm_head.bias[...], self.dtype)
-
-    def __call__(
-        self, tokens: Array, mask: Array | None = None, positions: Array | None = None
-    ) -> Array:
-        """float32 logits [B,T,V]; same as ``logits(encode(...)[0])``."""
-        return self.logits(self.encode(tokens, mask, positions)[0])

@@ -348,3 +348,26 @@ def run_decoder(layers: nnx.Module, x_BTD: Array, layer_fn: Callable[[nnx.Module
     if not output_hidden_states:
         return h_BTD, None
     return h_BTD, collect_hidden_states(x_BTD, outputs_LBTD, h_BTD)
+
+
+class CausalLM(nnx.Module):
+    """Base of the models (LLaMA, GPT-2, GPT-J): the uniform API the steps use.
+
+    A model is built as ``Model(config, dtype=..., param_dtype=..., rngs=...)`` (compute dtype,
+    parameter storage dtype, init randomness with ``nnx.Rngs(0)`` when None; real weights come
+    from ``load_model``) and implements ``encode(tokens, mask=None, positions=None,
+    output_hidden_states=False) -> (h_BTD, hidden_states)`` and ``logits(h) -> float32 [..., V]``.
+    """
+
+    def init_common(self, config: Any, dtype: Any, param_dtype: Any,
+                    rngs: nnx.Rngs | None) -> dict[str, Any]:
+        """Stores ``config`` and the compute dtype; returns the submodules' dtype/rngs kwargs."""
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        return dict(dtype=self.dtype, param_dtype=jnp.dtype(param_dtype),
+                    rngs=rngs if rngs is not None else nnx.Rngs(0))
+
+    def __call__(self, tokens: Array, mask: Array | None = None,
+                 positions: Array | None = None) -> Array:
+        """float32 logits [B,T,V]; same as ``logits(encode(...)[0])``."""
+        return self.logits(self.encode(tokens, mask, positions)[0])

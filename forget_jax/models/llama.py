@@ -180,7 +180,7 @@ class Block(nnx.Module):
         return x_BTD + self.mlp(self.mlp_norm(x_BTD))
 
 
-class Llama(nnx.Module):
+class Llama(L.CausalLM):
     """LLaMA causal LM with the project's uniform model API (see ``encode`` / ``logits``)."""
 
     def __init__(
@@ -191,21 +191,11 @@ class Llama(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
     ):
-        """Builds a randomly initialised model (load real weights with ``load_model``).
-
-        Args:
-            config: hyper-parameters.
-            dtype: compute dtype of activations.
-            param_dtype: storage dtype of parameters.
-            rngs: init randomness; ``nnx.Rngs(0)`` when None.
-        """
-        rngs = rngs if rngs is not None else nnx.Rngs(0)
-        self.config = config
-        self.dtype = jnp.dtype(dtype)
-        kw = dict(dtype=self.dtype, param_dtype=jnp.dtype(param_dtype), rngs=rngs)
+        """A randomly initialised model (see :class:`layers.CausalLM`)."""
+        kw = self.init_common(config, dtype, param_dtype, rngs)
         self.embed = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
         self.layers = L.stacked_layers(
-            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, rngs
+            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, kw["rngs"]
         )
         self.final_norm = nnx.RMSNorm(config.hidden_size, epsilon=config.rms_norm_eps, **kw)
         if not config.tie_word_embeddings:
@@ -244,9 +234,3 @@ class Llama(nnx.Module):
         if self.config.tie_word_embeddings:
             return L.tied_logits(h, self.embed.embedding[...], self.dtype)
         return L.head_logits(h, self.lm_head.kernel[...], None, self.dtype)
-
-    def __call__(
-        self, tokens: Array, mask: Array | None = None, positions: Array | None = None
-    ) -> Array:
-        """float32 logits [B,T,V]; same as ``logits(encode(...)[0])``."""
-        return self.logits(self.encode(tokens, mask, positions)[0])
