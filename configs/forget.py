@@ -9,8 +9,8 @@ Paper defaults (Zhang, Choshen & Andreas 2024, Appendix A). Command lines::
   python main.py --config=configs/forget.py:task=cb,forget_task=copa --config.init_from=runs/ft-cb \
       --workdir=runs/forget-copa-on-cb          # a cross-task cell A=copa -> B=cb
 
-``runlocal=True`` shrinks the budget for a laptop CPU (60 train examples, 2 + 3 epochs, 60
-eval examples per split) without copying the config.
+``runlocal=True`` shrinks the budget for a laptop CPU (60 train examples unless ``n_train`` is
+given, 2 + 3 epochs, 60 eval examples per split) without copying the config.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(
         arg, task="arc_easy", forget_task="", forget_mode="random", runlocal=False,
-        n_train=1000, seed=0, model="smollm2-135m",
+        n_train=0, seed=0, model="smollm2-135m",
     )
     config = ml_collections.ConfigDict()
     config.job = "forget"
@@ -34,7 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = a.task  # fine-tuned on and evaluated (B of a cross-task cell)
     config.forget_task = a.forget_task  # whose train set gets random labels; "" = task (A)
     config.eval_tasks = ""  # "+"-joined extra tasks evaluated after each phase
-    config.n_train = a.n_train  # 1000 default; 100 for the small forget-set experiment
+    # Training examples; 0 = the default: 1000 (the paper's), 60 with runlocal. An explicit
+    # value always wins (100 for the small forget-set experiment).
+    config.n_train = a.n_train or (60 if a.runlocal else 1000)
     config.limit = 0  # max examples per validation/test split (0 = all); for quick runs
     config.forget_mode = a.forget_mode  # "random" | "flipped"
     config.stop_after = "forget"  # "pretrained" | "finetune" | "forget" | "relearn"
@@ -54,7 +56,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.runlocal = a.runlocal
 
     if a.runlocal:
-        config.n_train = min(a.n_train, 60)
         config.limit = 60
         config.finetune.max_epochs = 2
         config.forget.max_epochs = 3

@@ -40,7 +40,7 @@ DEFAULT_TASKS = "arc_easy+creak+boolq+cola+rte+cb"
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(
         arg, experiment="cross_task", tasks=DEFAULT_TASKS, mode="run", cell="", stage=-1,
-        runlocal=False, n_train=0, n_small=100, seed=-1, model="",
+        runlocal=False, n_train=0, n_small=0, seed=-1, model="",
     )
     config = ml_collections.ConfigDict()
     config.job = "sweep"
@@ -53,8 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Passed to every cell; the "unset" values keep configs/forget.py's defaults.
     config.runlocal = a.runlocal  # tiny CPU budget (configs/forget.py runlocal)
-    config.n_train = a.n_train  # 0 = default (1000); training-set size of the large cells
-    config.n_small = a.n_small  # training-set size of the `size` experiment's small cells
+    config.n_train = a.n_train  # large cells' training-set size; 0 = default (1000; runlocal 60)
+    # The `size` experiment's small cells; 0 = default (100; runlocal 20, below runlocal's 60).
+    config.n_small = a.n_small or (20 if a.runlocal else 100)
     config.seed = a.seed  # -1 = default
     config.model = a.model  # "" = default
     config.data_dir = ""  # "" = default (configs/common.py default_data_dir)

@@ -40,7 +40,8 @@ PAPER_TASKS = (  # the paper's 19 tasks, in Appendix B order
     "piqa", "arc_easy", "arc_challenge", "creak", "boolq", "sciq", "pubmedqa", "mathqa",
     "toxigen", "cola", "mrpc", "mnli", "qnli", "rte", "wnli", "cb", "copa", "wic", "wsc")
 # Keys that configs/forget.py reads in its `:arg` (values there shape other fields, e.g.
-# runlocal caps n_train), so they are passed through get_config(arg), not set afterwards.
+# runlocal picks the default n_train), so they are passed through get_config(arg), not set
+# afterwards.
 ARG_KEYS = ("task", "forget_task", "forget_mode", "runlocal", "n_train", "seed", "model")
 CELL_KEYS = (  # set by each cell itself; `base` overrides may not touch them
     "task", "forget_task", "forget_mode", "init_from", "stop_after", "n_train")
@@ -273,8 +274,8 @@ def sweep_command(config: Any, root: str | os.PathLike) -> str:
     if config.runlocal:
         arg += ",runlocal=True"
     parts = ["python main.py", _flag(f"--config=configs/sweep.py:{arg}")]
-    defaults = {"n_train": 0, "n_small": 100, "seed": -1, "model": "", "data_dir": "",
-                "base": "", "stage": -1, "analyses": True}
+    defaults = {"n_train": 0, "n_small": 20 if config.runlocal else 100, "seed": -1, "model": "",
+                "data_dir": "", "base": "", "stage": -1, "analyses": True}
     parts += [_flag(f"--config.{k}={config[k]}") for k, d in defaults.items() if config[k] != d]
     parts.append(_flag(f"--workdir={Path(root).absolute()}"))
     return " ".join(parts)

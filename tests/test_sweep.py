@@ -135,7 +135,12 @@ def test_cell_config_uses_the_real_single_run_config(tmp_path):
     assert cfg.runlocal and cfg.n_train == 60 and cfg.finetune.max_epochs == 2  # runlocal budget
     assert cfg.forget.lr == 0.01 and cfg.relearn.enabled and cfg.data_dir == "/data"
     small = sweep.cell_config(cells["ft-rte-n100"], FORGET_GET_CONFIG)
-    assert small.stop_after == "finetune" and small.n_train == 60  # runlocal caps 100 too
+    assert small.stop_after == "finetune" and small.n_train == 100  # explicit size wins
+    assert sweep_configs.get_config("runlocal=True").n_small == 20  # runlocal's default small set
+    big = sweep_config(runlocal=True, experiment="size", n_train=45, n_small=30)
+    cells = {c.name: c for c in sweep.cells_from_config(big, tmp_path)}
+    assert sweep.cell_config(cells["ft-rte"], FORGET_GET_CONFIG).n_train == 45
+    assert sweep.cell_config(cells["ft-rte-n30"], FORGET_GET_CONFIG).n_train == 30
     full = sweep_config(experiment="size")
     cfg = sweep.cell_config({c.name: c for c in sweep.cells_from_config(full, tmp_path)}[
         "forget-rte-n100"], FORGET_GET_CONFIG)
