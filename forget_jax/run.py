@@ -106,12 +106,15 @@ def forget_ratio(acc_ft: float, acc_fg: float, mode: str) -> float | None:
     return (acc_ft - acc_fg) / denom if denom > 0 else None
 
 
-def load_data(config, task: str, limit: int | None = None):
-    """Loads a task's roles (no tokenization); TaskError on bad data, before any compute."""
+def load_data(config, task: str, limit: int | None = None, limit_train: bool = True):
+    """Loads a task's roles (no tokenization); TaskError on bad data, before any compute.
+
+    ``limit`` caps every role, or only validation and test with ``limit_train=False`` (the
+    forget job: its train role is sized by ``n_train``)."""
     from forget_jax.tasks import load_task
 
     data = load_task(task, data_dir=config.data_dir or None, n_train=config.n_train,
-                     seed=config.seed, limit=limit or None)
+                     seed=config.seed, limit=limit or None, limit_train=limit_train)
     log.info("%s: roles %s; paper_splits=%s; removed %s", task, data.split_roles,
              data.paper_splits, data.removal_counts)
     return data
@@ -191,9 +194,9 @@ def run_forget(config, workdir) -> dict:
     ftask = config.forget_task or task
     extra = [t for t in config.eval_tasks.split("+") if t and t != task]
     limit = config.limit or None
-    data = load_data(config, task, limit)
-    data_a = data if ftask == task else load_data(config, ftask, limit)
-    data_others = {t: load_data(config, t, limit) for t in extra}
+    data = load_data(config, task, limit, limit_train=False)
+    data_a = data if ftask == task else load_data(config, ftask, limit, limit_train=False)
+    data_others = {t: load_data(config, t, limit, limit_train=False) for t in extra}
     lm, params, env = _setup(config, workdir)
     B = encode_roles(config, lm.tokenizer, data)
     A = B if ftask == task else encode_roles(config, lm.tokenizer, data_a, ("train",))

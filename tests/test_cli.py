@@ -31,7 +31,7 @@ def cli(args, workdir, env_extra=None, **kw):
 
 def forget_args(tiny_dir, shared_data, task="copa"):
     return [f"--config=configs/forget.py:task={task}", f"--config.model={tiny_dir}",
-            f"--config.data_dir={shared_data}", "--config.n_train=24", "--config.limit=12",
+            f"--config.data_dir={shared_data}", "--config.n_train=12", "--config.limit=12",
             "--config.finetune.max_epochs=2", "--config.forget.max_epochs=4",
             "--config.forget.stop_test_acc=0.0", "--config.eval_batch_size=8"]
 

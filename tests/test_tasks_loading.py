@@ -351,3 +351,9 @@ def test_hub_rows_go_through_the_same_pipeline(monkeypatch):
         == "validation_matched premise 0\nQuestion: h. True, False or Neither?\nAnswer:"
     )
     assert data.split_roles == tasks.describe_roles("mnli", None)
+
+
+def test_limit_can_leave_the_train_role_to_n_train(shared_data):
+    data = load_task("cb", data_dir=shared_data, n_train=40, limit=5, limit_train=False)
+    assert len(data.split("train")) == 40
+    assert len(data.split("validation")) == 5 and len(data.split("test")) == 5

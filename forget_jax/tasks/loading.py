@@ -161,6 +161,7 @@ def load_task(
     n_train: int = hygiene.CAP,
     seed: int = 0,
     limit: int | None = None,
+    limit_train: bool = True,
 ) -> TaskData:
     """Loads a task's train / validation / test roles after all of TASKS.md §2-§3.
 
@@ -177,6 +178,8 @@ def load_task(
             ``SEED`` so choices and test sets are the same in every run.
         limit: keep a seeded subsample (original order) of at most ``limit`` examples of every
             role (quick runs); None = all.
+        limit_train: False leaves the train role to ``n_train`` (``limit`` caps validation and
+            test only), as the training jobs want.
 
     Returns:
         The task's roles, descriptions and removal counts.
@@ -264,7 +267,7 @@ def load_task(
         # sorted by label (PubMedQA's first 276 test rows are all "yes").
         train, validation, test = (
             hygiene.subsample(rows, limit, f"limit|{hygiene.SEED}|{task}|{role}")
-            if len(rows) > limit else rows
+            if len(rows) > limit and (role != "train" or limit_train) else rows
             for role, rows in (("train", train), ("validation", validation), ("test", test)))
 
     source = roles.source_name(data_dir)
