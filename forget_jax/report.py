@@ -199,8 +199,18 @@ def _predictors(dirs: Sequence[Path], fig: Path, table: Path, seed: int) -> str:
     corr = predictors.predictor_correlations(rows)
     rundir.write_csv(rows, table)
     predictors.plot_predictors(rows, corr, fig)
+    ex_table = table.with_name(table.stem + "_example_level.csv")
+    text = ("\nExample level, per task: fine-tuned confidence vs. forgotten (wrong after "
+            "forgetting) over the training examples the fine-tuned model got right ")
+    try:
+        examples = predictors.example_level(dirs)
+    except rundir.RunDirError as e:  # e.g. no forgotten train predictions: say so, keep Fig 4.1
+        text += f"skipped: {e}\n"
+    else:
+        rundir.write_csv(examples, ex_table)
+        text += f"([`tables/{ex_table.name}`](tables/{ex_table.name})):\n\n" + md_table(examples)
     return ("Correlation of each predictor with the forget ratio across tasks:\n\n"
-            + md_table(corr) + _stated(predictors))
+            + md_table(corr) + text + _stated(predictors))
 
 
 def _orders(dirs: Sequence[Path], fig: Path, table: Path, seed: int) -> str:

@@ -297,6 +297,7 @@ def _analysis_inputs(run: Path, task: str, rng: np.random.Generator) -> None:
         checkpoint.save_activations(run / "activations" / phase, tree)
     conf = rng.uniform(0.55, 0.95, n["train"])
     _jsonl(run / "predictions/finetuned" / f"{task}.train.jsonl", task, conf > 0.6)
+    _jsonl(run / "predictions/forgotten" / f"{task}.train.jsonl", task, rng.random(n["train"]) < .5)
     lines = (run / "predictions/finetuned" / f"{task}.train.jsonl").read_text().splitlines()
     (run / "predictions/finetuned" / f"{task}.train.jsonl").write_text("".join(
         json.dumps({**json.loads(ln), "confidence": float(c)}) + "\n"
@@ -333,3 +334,11 @@ def test_analyses_run_when_their_inputs_exist(tmp_path):
         assert float(predictors[t]["forget_ratio"]) == pytest.approx(res["forget_ratio"])
     probes = _csv(tmp_path / "report/tables/probes.csv")
     assert all(float(r["probe_acc_paired"]) > 0.7 for r in probes)
+    from forget_jax.analysis import predictors as pred
+    examples = _csv(tmp_path / "report/tables/predictors_example_level.csv")
+    diag = [tmp_path / "runs" / f"forget-{t}-on-{t}" for t in TASKS]
+    want = {r["task"]: r for r in pred.example_level(diag)}
+    assert {r["task"] for r in examples} == set(TASKS) and "Example level, per task" in md
+    for r in examples:
+        assert int(r["n"]) == want[r["task"]]["n"]
+        assert int(r["n_forgotten"]) == want[r["task"]]["n_forgotten"]
