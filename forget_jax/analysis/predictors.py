@@ -57,6 +57,7 @@ _LABELS = {
 
 log = logging.getLogger("forget_jax")
 
+
 def total_variance(X: np.ndarray) -> float:
     """Trace of the sample covariance of the rows of ``X``.
 
