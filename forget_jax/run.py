@@ -33,6 +33,7 @@ class ConfigError(ValueError):
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks config values up front, with one clear message per problem."""
+    from forget_jax.models.registry import PRECISIONS
     from forget_jax.tasks import TASK_NAMES
 
     def task_ok(t, what):
@@ -40,6 +41,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"unknown {what} {t!r}; known tasks: {', '.join(TASK_NAMES)}")
 
     task_ok(config.task, "task")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; "
+                          f"got {config.precision!r}")
     if config.job == "eval":
         for s in config.splits.split("+"):
             if s not in ROLES:
@@ -55,8 +59,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"unknown stop_after {config.stop_after!r}; use one of {STOP_AFTER}")
     if config.n_train < 1:
         raise ConfigError(f"n_train must be >= 1, got {config.n_train}")
-    if config.precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"precision must be float32 or bfloat16, got {config.precision!r}")
     for name in ("finetune", "forget", "relearn"):
         ph = config[name]
         if not ph.lr > 0:
@@ -136,10 +138,10 @@ def encode_roles(config, tokenizer, data, roles=ROLES) -> dict[str, phases.Split
 
 
 def _setup(config, workdir):
-    from forget_jax.models import load_model
+    from forget_jax.models import load_model, precision_kwargs
 
     t0 = time.perf_counter()
-    lm = load_model(config.model, dtype=config.precision)
+    lm = load_model(config.model, **precision_kwargs(config.precision))
     graphdef, params = steps_lib.split_model(lm.model)
     m = config.mesh
     mesh = shd.make_mesh(m.data, m.fsdp, m.tensor)

@@ -110,6 +110,7 @@ BAD = [
     (["--config=configs/sweep.py:experiment=cross_task,tasks=copa+nosuch"], "unknown task(s)"),
     (["--config=configs/sweep.py:experiment=sideways,tasks=copa"], "unknown experiment"),
     (["--config=configs/report.py"], "not a sweep root"),
+    (["--config=configs/eval.py:copa", "--config.precision=float16"], "precision must be one of"),
 ]
 
 

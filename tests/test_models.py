@@ -17,7 +17,8 @@ import torch
 import transformers
 from flax import nnx
 
-from forget_jax.models import abstract_model, config_from_hf, model_config
+from forget_jax.models import abstract_model, config_from_hf, model_config, precision_kwargs
+from forget_jax.models import layers as L
 from forget_jax.models.convert import hf_to_flax, model_from_params
 
 ATOL = 1e-4
@@ -195,6 +196,87 @@ def test_bfloat16_params_and_compute():
     real = mask_BT.astype(bool)
     # bf16 has ~3 significant digits; agreement to a few % of the logit scale.
     assert np.abs(logits - ref_logits)[real].max() < 0.1 * np.abs(ref_logits).max()
+
+
+def _dot_generals(jaxpr):
+    """Every dot_general equation of a jaxpr, scan/custom-vjp bodies included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (list, tuple)) else [v]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _dot_generals(inner)
+
+
+@pytest.mark.parametrize("case", ["llama_gqa_untied", "llama_mha_tied_bias", "gpt2",
+                                  "gptj_partial_rotary"])
+def test_mixed_bfloat16_matmuls(case: str):
+    """precision="mixed_bfloat16": float32 params and activations, and every dense matmul of the
+    forward AND backward pass (projections, MLP, head) takes bfloat16 operands with float32
+    results; attention's batched einsums stay float32. Logits stay close to float32's."""
+    hf_model = tiny_hf(case)
+    ref = flax_twin(hf_model)
+    model = flax_twin(hf_model, **precision_kwargs("mixed_bfloat16"))
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert {leaf.dtype for leaf in leaves} == {jnp.dtype(jnp.float32)}
+    tokens_BT, mask_BT = tokens_and_mask()
+    h_BTD, _ = model.encode(tokens_BT, mask=mask_BT)
+    logits = np.asarray(model.logits(h_BTD))
+    assert h_BTD.dtype == jnp.float32 and logits.dtype == np.float32
+    ref_logits = np.asarray(ref(tokens_BT, mask=mask_BT))
+    err = np.abs(logits - ref_logits)[mask_BT.astype(bool)]
+    assert 0 < err.max() < 0.05 * np.abs(ref_logits).max()  # bf16 was used, and is close
+
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p):
+        m = nnx.merge(graphdef, p)
+        return m(tokens_BT, mask=mask_BT).mean()
+
+    dots = list(_dot_generals(jax.make_jaxpr(jax.grad(loss))(params).jaxpr))
+    dense = [e for e in dots if not e.params["dimension_numbers"][1][0]]  # no batch dims
+    batched = [e for e in dots if e.params["dimension_numbers"][1][0]]
+    n_linear = {"gptj_partial_rotary": 6, "gpt2": 6}.get(case, 7)  # per layer, forward
+    assert len(dense) >= 3 * (n_linear + 1)  # forward, input grad, weight grad (+ head)
+    for e in dense:
+        assert [v.aval.dtype for v in e.invars] == [jnp.bfloat16] * 2, e
+        assert e.outvars[0].aval.dtype == jnp.float32, e
+    assert batched and all(v.aval.dtype == jnp.float32 for e in batched for v in e.invars)
+    grads = jax.grad(loss)(params)
+    assert all(g.dtype == jnp.float32 and np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+def test_mixed_matmul_custom_gradient_matches_autodiff():
+    """The bf16 dense matmul's custom VJP (one 2-D weight-gradient matmul) gives autodiff's
+    gradients of the same bf16-operand, f32-accumulated product."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((16, 8)), jnp.float32)
+    dn = (((2,), (0,)), ((), ()))
+
+    def ours(x, w):
+        return jnp.sum(jnp.sin(L.dot_general_bf16(x, w, dn)))
+
+    def autodiff(x, w):
+        y = jnp.dot(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                    preferred_element_type=jnp.float32)
+        return jnp.sum(jnp.sin(y))
+
+    np.testing.assert_allclose(ours(x, w), autodiff(x, w), rtol=1e-6)
+    for g, g_ref in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(autodiff, (0, 1))(x, w),
+                        strict=True):
+        assert g.dtype == jnp.float32
+        np.testing.assert_allclose(g, g_ref, rtol=0, atol=0.02 * float(np.abs(g_ref).max()))
+
+
+def test_unknown_precision_or_matmul_dtype_is_an_error():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision_kwargs("float16")
+    hf_model = tiny_hf("gpt2")
+    with pytest.raises(ValueError, match="unsupported matmul_dtype"):
+        flax_twin(hf_model, matmul_dtype=jnp.float16)
 
 
 def test_logits_on_gathered_positions():

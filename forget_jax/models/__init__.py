@@ -19,18 +19,21 @@ from forget_jax.models.gptj import GPTJ
 from forget_jax.models.llama import Llama
 from forget_jax.models.registry import (
     NAMED_MODELS,
+    PRECISIONS,
     LoadedModel,
     abstract_model,
     build_model,
     config_from_hf,
     load_model,
     model_config,
+    precision_kwargs,
 )
 
 __all__ = [
     "GPT2",
     "GPTJ",
     "NAMED_MODELS",
+    "PRECISIONS",
     "Llama",
     "LoadedModel",
     "ModelLoadError",
@@ -42,4 +45,5 @@ __all__ = [
     "load_model",
     "model_config",
     "model_from_params",
+    "precision_kwargs",
 ]

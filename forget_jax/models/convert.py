@@ -321,6 +321,7 @@ def model_from_params(
     *,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
+    matmul_dtype: Any = None,
 ) -> nnx.Module:
     """Builds the model for ``config`` holding ``params`` (no random init is run).
 
@@ -329,10 +330,12 @@ def model_from_params(
         params: nested dict from :func:`hf_to_flax`.
         dtype: compute dtype.
         param_dtype: parameter dtype; params are cast to it.
+        matmul_dtype: operand dtype of the dense matmuls (None: ``dtype``).
     """
     cls = architecture(config).model_cls
     abstract = nnx.eval_shape(
-        lambda: cls(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
+        lambda: cls(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
+                    matmul_dtype=matmul_dtype)
     )
     graphdef, state = nnx.split(abstract)
     values = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), dict(params))

@@ -81,14 +81,16 @@ class Config:
 class Block(nnx.Module):
     """Pre-norm block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
 
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
+                 matmul_dtype: Any = None):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        mm = dict(kw, matmul_dtype=matmul_dtype)
         D, N, H = config.hidden_size, config.num_heads, config.head_dim
         self.attn_norm = L.layer_norm(D, config.layer_norm_eps, **kw)
         self.attn = L.Attention(D, N, N, H, use_bias=True,
-                                scale=H**-0.5 if config.scale_attn_weights else 1.0, **kw)
+                                scale=H**-0.5 if config.scale_attn_weights else 1.0, **mm)
         self.mlp_norm = L.layer_norm(D, config.layer_norm_eps, **kw)
-        self.mlp = L.DenseMlp(D, config.intermediate_size, config.activation_function, **kw)
+        self.mlp = L.DenseMlp(D, config.intermediate_size, config.activation_function, **mm)
 
     def __call__(self, x_BTD: Array, mask_BTS: Array) -> Array:
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), mask_BTS)
@@ -105,13 +107,15 @@ class GPT2(L.CausalLM):
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
+        matmul_dtype: Any = None,
     ):
         """A randomly initialised model (see :class:`layers.CausalLM`)."""
-        kw = self.init_common(config, dtype, param_dtype, rngs)
+        kw = self.init_common(config, dtype, param_dtype, rngs, matmul_dtype)
         self.embed = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
         self.pos_embed = nnx.Embed(config.max_position_embeddings, config.hidden_size, **kw)
         self.layers = L.stacked_layers(
-            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, kw["rngs"]
+            lambda r: Block(config, **{**kw, "rngs": r}, matmul_dtype=self.matmul_dtype),
+            config.num_layers, kw["rngs"],
         )
         self.final_norm = L.layer_norm(config.hidden_size, config.layer_norm_eps, **kw)
 
@@ -144,4 +148,4 @@ class GPT2(L.CausalLM):
 
     def logits(self, h: Array) -> Array:
         """float32 logits [..., V] through the tied token embedding."""
-        return L.tied_logits(h, self.embed.embedding[...], self.dtype)
+        return L.tied_logits(h, self.embed.embedding[...], self.head_dtype)

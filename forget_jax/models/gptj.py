@@ -89,13 +89,15 @@ def rotary_inv_freq(rotary_dim: int) -> np.ndarray:
 class Block(nnx.Module):
     """Parallel block: ``x + attn(ln(x)) + mlp(ln(x))`` with one shared LayerNorm."""
 
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
+                 matmul_dtype: Any = None):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        mm = dict(kw, matmul_dtype=matmul_dtype)
         D, N, H = config.hidden_size, config.num_heads, config.head_dim
         self.attn_norm = L.layer_norm(D, config.layer_norm_eps, **kw)
         self.attn = L.Attention(D, N, N, H, use_bias=False, scale=H**-0.5,
-                                rotary=L.apply_rotary_interleaved, **kw)
-        self.mlp = L.DenseMlp(D, config.intermediate_size, config.activation_function, **kw)
+                                rotary=L.apply_rotary_interleaved, **mm)
+        self.mlp = L.DenseMlp(D, config.intermediate_size, config.activation_function, **mm)
 
     def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
         normed_BTD = self.attn_norm(x_BTD)
@@ -112,12 +114,14 @@ class GPTJ(L.CausalLM):
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
+        matmul_dtype: Any = None,
     ):
         """A randomly initialised model (see :class:`layers.CausalLM`)."""
-        kw = self.init_common(config, dtype, param_dtype, rngs)
+        kw = self.init_common(config, dtype, param_dtype, rngs, matmul_dtype)
         self.embed = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
         self.layers = L.stacked_layers(
-            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, kw["rngs"]
+            lambda r: Block(config, **{**kw, "rngs": r}, matmul_dtype=self.matmul_dtype),
+            config.num_layers, kw["rngs"],
         )
         self.final_norm = L.layer_norm(config.hidden_size, config.layer_norm_eps, **kw)
         self.lm_head = nnx.Linear(config.hidden_size, config.vocab_size, **kw)
@@ -153,4 +157,4 @@ class GPTJ(L.CausalLM):
 
     def logits(self, h: Array) -> Array:
         """float32 logits [..., V] through the biased, untied ``lm_head``."""
-        return L.head_logits(h, self.lm_head.kernel[...], self.lm_head.bias[...], self.dtype)
+        return L.head_logits(h, self.lm_head.kernel[...], self.lm_head.bias[...], self.head_dtype)

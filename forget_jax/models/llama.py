@@ -143,14 +143,15 @@ def rope_inv_freq(config: Config, positions_BT: Array) -> Array:
 class Mlp(nnx.Module):
     """SwiGLU: ``down(act(gate(x)) * up(x))``."""
 
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
+                 matmul_dtype: Any = None):
         D, F = config.hidden_size, config.intermediate_size
         linear = functools.partial(
             nnx.Linear,
             use_bias=config.mlp_bias,
             dtype=dtype,
             param_dtype=param_dtype,
-            dot_general=L.dot_general,
+            dot_general=L.linear_dot_general(matmul_dtype),
             rngs=rngs,
         )
         self.gate_proj = linear(D, F)
@@ -165,15 +166,17 @@ class Mlp(nnx.Module):
 class Block(nnx.Module):
     """Pre-norm decoder layer: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
 
-    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, config: Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
+                 matmul_dtype: Any = None):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         norm = functools.partial(nnx.RMSNorm, config.hidden_size, epsilon=config.rms_norm_eps, **kw)
         self.attn_norm = norm()
         self.attn = L.Attention(config.hidden_size, config.num_heads, config.num_kv_heads,
                                 config.head_dim, use_bias=config.attention_bias,
-                                scale=config.head_dim**-0.5, rotary=L.apply_rotary_half, **kw)
+                                scale=config.head_dim**-0.5, rotary=L.apply_rotary_half,
+                                matmul_dtype=matmul_dtype, **kw)
         self.mlp_norm = norm()
-        self.mlp = Mlp(config, **kw)
+        self.mlp = Mlp(config, matmul_dtype=matmul_dtype, **kw)
 
     def __call__(self, x_BTD: Array, angles_BTR2: Array, mask_BTS: Array) -> Array:
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), mask_BTS, angles_BTR2)
@@ -190,12 +193,14 @@ class Llama(L.CausalLM):
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
+        matmul_dtype: Any = None,
     ):
         """A randomly initialised model (see :class:`layers.CausalLM`)."""
-        kw = self.init_common(config, dtype, param_dtype, rngs)
+        kw = self.init_common(config, dtype, param_dtype, rngs, matmul_dtype)
         self.embed = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
         self.layers = L.stacked_layers(
-            lambda r: Block(config, **{**kw, "rngs": r}), config.num_layers, kw["rngs"]
+            lambda r: Block(config, **{**kw, "rngs": r}, matmul_dtype=self.matmul_dtype),
+            config.num_layers, kw["rngs"],
         )
         self.final_norm = nnx.RMSNorm(config.hidden_size, epsilon=config.rms_norm_eps, **kw)
         if not config.tie_word_embeddings:
@@ -232,5 +237,5 @@ class Llama(L.CausalLM):
     def logits(self, h: Array) -> Array:
         """float32 logits [..., V] for hidden states of any leading shape."""
         if self.config.tie_word_embeddings:
-            return L.tied_logits(h, self.embed.embedding[...], self.dtype)
-        return L.head_logits(h, self.lm_head.kernel[...], None, self.dtype)
+            return L.tied_logits(h, self.embed.embedding[...], self.head_dtype)
+        return L.head_logits(h, self.lm_head.kernel[...], None, self.head_dtype)

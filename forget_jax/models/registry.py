@@ -159,16 +159,39 @@ def model_config(name: str) -> ModelConfig:
     return config_from_hf(NAMED_MODELS[name].hf_config)
 
 
+# ``config.precision`` names -> load_model/build_model dtype kwargs.
+PRECISIONS: dict[str, dict[str, str | None]] = {
+    "float32": dict(dtype="float32", param_dtype="float32", matmul_dtype=None),
+    "bfloat16": dict(dtype="bfloat16", param_dtype="bfloat16", matmul_dtype=None),
+    # float32 parameters, activations, norms, softmaxes and log-likelihoods; every dense matmul
+    # (projections, MLP, vocabulary head; forward and backward) takes bfloat16 operands and
+    # accumulates in float32 (Keras' policy of the same name; torch.autocast-like).
+    "mixed_bfloat16": dict(dtype="float32", param_dtype="float32", matmul_dtype="bfloat16"),
+}
+
+
+def precision_kwargs(precision: str) -> dict[str, str | None]:
+    """``dtype``/``param_dtype``/``matmul_dtype`` for a ``config.precision`` name.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return dict(PRECISIONS[precision])
+
+
 def build_model(
     config: ModelConfig,
     *,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     rngs: nnx.Rngs | None = None,
+    matmul_dtype: Any = None,
 ) -> nnx.Module:
     """A randomly initialised model of the right class for ``config``."""
     cls = architecture(config).model_cls
-    return cls(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return cls(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, matmul_dtype=matmul_dtype)
 
 
 def abstract_model(
@@ -236,6 +259,7 @@ def load_model(
     dtype: Any = "float32",
     param_dtype: Any | None = None,
     cache_dir: str | os.PathLike | None = None,
+    matmul_dtype: Any = None,
 ) -> LoadedModel:
     """Loads a model with real weights and its tokenizer.
 
@@ -243,6 +267,8 @@ def load_model(
         source: a name in ``NAMED_MODELS``, a local HF directory, a ``.gguf`` file, or a hub id.
         dtype: compute dtype ("float32", "bfloat16" or a jnp dtype).
         param_dtype: parameter dtype; defaults to ``dtype``.
+        matmul_dtype: operand dtype of the dense matmuls, accumulated in ``dtype`` (None: the
+            compute dtype). ``dtype="float32", matmul_dtype="bfloat16"`` is mixed precision.
         cache_dir: where converted GGUFs are cached; default ``$FORGET_JAX_CACHE`` or
             ``~/.cache/forget_jax``.
 
@@ -278,7 +304,8 @@ def load_model(
         hf_config, state = sources.read_hf_dir(directory)
         config = config_from_hf(hf_config)
         params = _checked_params(state, config, param_dtype, location)
-    model = model_from_params(config, params, dtype=dtype, param_dtype=param_dtype)
+    model = model_from_params(config, params, dtype=dtype, param_dtype=param_dtype,
+                              matmul_dtype=matmul_dtype)
     return LoadedModel(
         model=model, tokenizer=_tokenizer(directory), config=config, name=name, source=str(location)
     )
