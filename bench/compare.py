@@ -23,8 +23,8 @@ Workloads (one output line each: ``workload ours_per_s torch_per_s ratio mfu``):
   log-softmax over the full vocabulary, continuation tokens gathered, under ``torch.no_grad``.
 
 Mixed-precision rows (``--no-mixed`` skips them): ours with ``precision="mixed_bfloat16"``
-(float32 weights and activations; every dense matmul, forward and backward, on bfloat16
-operands accumulated in float32) against
+(float32 weights, activations and softmaxes; every forward matmul and the dense layers'
+gradient matmuls on bfloat16 operands accumulated in float32) against
 
 * ``train_b{B}_mixed_vs_autocast`` (first batch size only): PyTorch's own mixed precision,
   the forward under ``torch.autocast("cpu", dtype=torch.bfloat16)``, float32 weights and SGD;

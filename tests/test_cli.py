@@ -36,9 +36,11 @@ def forget_args(tiny_dir, shared_data, task="copa"):
             "--config.forget.stop_test_acc=0.0", "--config.eval_batch_size=8"]
 
 
-def test_eval_cli_writes_contract_files(tiny_dir, shared_data, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_eval_cli_writes_contract_files(tiny_dir, shared_data, tmp_path, precision):
     r = cli(["--config=configs/eval.py:task=rte,limit=10", f"--config.model={tiny_dir}",
-             f"--config.data_dir={shared_data}", "--config.splits=validation+test"], tmp_path)
+             f"--config.data_dir={shared_data}", "--config.splits=validation+test",
+             f"--config.precision={precision}"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["complete"] is True and res["task"] == "rte"
@@ -50,7 +52,8 @@ def test_eval_cli_writes_contract_files(tiny_dir, shared_data, tmp_path):
                             "correct", "confidence"}
     acc = sum(r["correct"] for r in rows) / len(rows)
     assert acc == pytest.approx(res["accuracy"]["pretrained"]["test"])
-    assert json.loads((tmp_path / "config.json").read_text())["task"] == "rte"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["task"] == "rte" and saved["precision"] == precision
 
 
 def _outputs(workdir: pathlib.Path) -> dict[str, bytes]:

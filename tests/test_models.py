@@ -213,9 +213,9 @@ def _dot_generals(jaxpr):
 @pytest.mark.parametrize("case", ["llama_gqa_untied", "llama_mha_tied_bias", "gpt2",
                                   "gptj_partial_rotary"])
 def test_mixed_bfloat16_matmuls(case: str):
-    """precision="mixed_bfloat16": float32 params and activations, and every dense matmul of the
-    forward AND backward pass (projections, MLP, head) takes bfloat16 operands with float32
-    results; attention's batched einsums stay float32. Logits stay close to float32's."""
+    """precision="mixed_bfloat16": float32 params and activations, and every matmul of the
+    forward AND backward pass (projections, attention, MLP, head) takes bfloat16 operands with
+    float32 results. Logits stay close to float32's."""
     hf_model = tiny_hf(case)
     ref = flax_twin(hf_model)
     model = flax_twin(hf_model, **precision_kwargs("mixed_bfloat16"))
@@ -235,15 +235,20 @@ def test_mixed_bfloat16_matmuls(case: str):
         m = nnx.merge(graphdef, p)
         return m(tokens_BT, mask=mask_BT).mean()
 
+    def bf16_in_f32_out(e) -> bool:
+        return ([v.aval.dtype for v in e.invars] == [jnp.bfloat16] * 2
+                and e.outvars[0].aval.dtype == jnp.float32)
+
+    forward = list(_dot_generals(jax.make_jaxpr(loss)(params).jaxpr))
+    n_linear = {"gptj_partial_rotary": 6, "gpt2": 6}.get(case, 7)  # per layer
+    assert len(forward) == n_linear + 2 + 1  # scanned layer body (+ q.k, probs.v) + head
+    assert all(bf16_in_f32_out(e) for e in forward), forward
+    # backward: the dense layers' custom VJP keeps bf16 operands (JAX's own transpose of the
+    # attention einsums computes those gradients in float32)
     dots = list(_dot_generals(jax.make_jaxpr(jax.grad(loss))(params).jaxpr))
     dense = [e for e in dots if not e.params["dimension_numbers"][1][0]]  # no batch dims
-    batched = [e for e in dots if e.params["dimension_numbers"][1][0]]
-    n_linear = {"gptj_partial_rotary": 6, "gpt2": 6}.get(case, 7)  # per layer, forward
     assert len(dense) >= 3 * (n_linear + 1)  # forward, input grad, weight grad (+ head)
-    for e in dense:
-        assert [v.aval.dtype for v in e.invars] == [jnp.bfloat16] * 2, e
-        assert e.outvars[0].aval.dtype == jnp.float32, e
-    assert batched and all(v.aval.dtype == jnp.float32 for e in batched for v in e.invars)
+    assert all(bf16_in_f32_out(e) for e in dense), dense
     grads = jax.grad(loss)(params)
     assert all(g.dtype == jnp.float32 and np.isfinite(g).all() for g in jax.tree.leaves(grads))
 

@@ -86,7 +86,8 @@ def attention_mask(mask: Array | None, length: int) -> Array:
 
 
 def dot_product_attention(
-    q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array, *, scale: float
+    q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array, *, scale: float,
+    matmul_dtype: Any = None,
 ) -> Array:
     """Softmax attention with grouped kv heads; logits and softmax in float32.
 
@@ -96,6 +97,8 @@ def dot_product_attention(
         v_BSKH: values.
         mask_BTS: boolean, True where query t may attend key s (leading dim may be 1).
         scale: multiplies the q.k logits (HF applies it after the matmul; so do we).
+        matmul_dtype: None: q.k in float32 and probs.v in ``v``'s dtype; bfloat16 (mixed
+            precision): both matmuls take bfloat16 operands and accumulate in float32.
 
     Returns:
         [B,T,N,H] in the dtype of ``v``.
@@ -103,13 +106,17 @@ def dot_product_attention(
     B, T, N, H = q_BTNH.shape
     K = k_BSKH.shape[2]
     q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-    logits_BKGTS = jnp.einsum(
-        "BTKGH,BSKH->BKGTS", q_BTKGH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
-    )
+    op = jnp.float32 if matmul_dtype is None else matmul_dtype
+    logits_BKGTS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BTKGH.astype(op), k_BSKH.astype(op),
+                              preferred_element_type=jnp.float32)
     logits_BKGTS = logits_BKGTS * scale
     logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, MASK_VALUE)
-    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BSKH.dtype)
-    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH)
+    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1)
+    if matmul_dtype is None:
+        out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS.astype(v_BSKH.dtype), v_BSKH)
+    else:
+        out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS.astype(op), v_BSKH.astype(op),
+                               preferred_element_type=v_BSKH.dtype)
     return out_BTKGH.reshape(B, T, N, H)
 
 
@@ -330,7 +337,8 @@ class Attention(nnx.Module):
     ``num_kv_heads < num_heads`` is grouped-query attention. ``rotary`` turns position angles
     into rotated q and k (:func:`apply_rotary_half` for LLaMA, :func:`apply_rotary_interleaved`
     for GPT-J); None for learned absolute positions (GPT-2). ``matmul_dtype`` (e.g. bfloat16)
-    casts the projections' operands and accumulates in the compute dtype (mixed precision).
+    casts the operands of the projections and of both attention matmuls, accumulating in float32
+    / the compute dtype (mixed precision); the softmax stays float32.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
@@ -347,6 +355,7 @@ class Attention(nnx.Module):
         self.o_proj = linear(N * H, D)
         self.num_heads, self.num_kv_heads, self.head_dim = N, K, H
         self.scale, self.rotary = scale, rotary
+        self.matmul_dtype = None if matmul_dtype is None else jnp.dtype(matmul_dtype)
 
     def __call__(self, x_BTD: Array, mask_BTS: Array, angles_BTR2: Array | None = None) -> Array:
         B, T, _ = x_BTD.shape
@@ -356,7 +365,8 @@ class Attention(nnx.Module):
         v_BTKH = self.v_proj(x_BTD).reshape(B, T, K, H)
         if self.rotary is not None:
             q_BTNH, k_BTKH = self.rotary(q_BTNH, angles_BTR2), self.rotary(k_BTKH, angles_BTR2)
-        out_BTNH = dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, scale=self.scale)
+        out_BTNH = dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, scale=self.scale,
+                                         matmul_dtype=self.matmul_dtype)
         return self.o_proj(out_BTNH.reshape(B, T, N * H))
 
 

@@ -163,9 +163,10 @@ def model_config(name: str) -> ModelConfig:
 PRECISIONS: dict[str, dict[str, str | None]] = {
     "float32": dict(dtype="float32", param_dtype="float32", matmul_dtype=None),
     "bfloat16": dict(dtype="bfloat16", param_dtype="bfloat16", matmul_dtype=None),
-    # float32 parameters, activations, norms, softmaxes and log-likelihoods; every dense matmul
-    # (projections, MLP, vocabulary head; forward and backward) takes bfloat16 operands and
-    # accumulates in float32 (Keras' policy of the same name; torch.autocast-like).
+    # float32 parameters, activations, norms, softmaxes and log-likelihoods; every matmul of
+    # the forward pass (projections, attention q.k and probs.v, MLP, vocabulary head) and the
+    # dense layers' gradients take bfloat16 operands and accumulate in float32 (Keras' policy
+    # of the same name; what torch.autocast does for matmuls).
     "mixed_bfloat16": dict(dtype="float32", param_dtype="float32", matmul_dtype="bfloat16"),
 }
 
