@@ -22,6 +22,7 @@ from disk. Command lines: ``configs/sweep.py``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -334,10 +335,30 @@ def load_index(root: str | os.PathLike) -> dict[str, Any] | None:
     return read_json(Path(root) / "sweep.json")  # None when absent
 
 
+@contextlib.contextmanager
+def _index_lock(root: Path):
+    """Exclusive ``flock`` on ``<root>/sweep.json.lock`` while the index is read and rewritten,
+    so concurrent array tasks do not drop each other's ``seconds``/``commands`` (no-op where
+    ``fcntl`` is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "sweep.json.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write_index(root: str | os.PathLike, name: str, cells: Sequence[Cell], *,
                 live: Mapping[str, str] | None = None, seconds: Mapping[str, float] | None = None,
                 command: str = "") -> Path:
-    """Rewrites ``<root>/sweep.json`` atomically, merged with the cells already indexed there.
+    """Rewrites ``<root>/sweep.json`` atomically (under a file lock), merged with the cells
+    already indexed there.
 
     ``cells`` replace same-named entries and ``name`` joins the previous names. Statuses are
     re-read from disk at every write; ``live`` (this process's ``running``/``failed``/``blocked``
@@ -345,6 +366,12 @@ def write_index(root: str | os.PathLike, name: str, cells: Sequence[Cell], *,
     measured by the runner) and ``command`` (the sweep command line) are recorded too.
     """
     root = Path(root).absolute()
+    with _index_lock(root):
+        return _write_index(root, name, cells, live, seconds, command)
+
+
+def _write_index(root: Path, name: str, cells: Sequence[Cell], live: Mapping[str, str] | None,
+                 seconds: Mapping[str, float] | None, command: str) -> Path:
     old = load_index(root) or {}
     entries: dict[str, dict[str, Any]] = {e["name"]: e for e in old.get("cells", [])
                                           if isinstance(e, dict) and "name" in e}

@@ -303,3 +303,28 @@ def test_every_documented_config_arg_loads(name):
         assert config.job == name
         if name == "sweep":  # and the cells expand
             assert sweep.cells_from_config(config, "/tmp/root")
+
+
+def _index_writer(root: str, k: int, n: int) -> None:
+    for i in range(n):
+        cell = sweep.Cell(f"cell-{k}-{i}", {"task": "copa"})
+        sweep.write_index(root, f"w{k}", [cell], seconds={cell.name: float(i)},
+                          command=f"writer {k}")
+
+
+def test_concurrent_index_writers_lose_nothing(tmp_path):
+    """Array tasks rewrite sweep.json at once: every cell, time and command must survive."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_index_writer, args=(str(tmp_path), k, 15)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    index = json.loads((tmp_path / "sweep.json").read_text())
+    got = {c["name"]: c.get("seconds") for c in index["cells"]}
+    assert got == {f"cell-{k}-{i}": float(i) for k in range(4) for i in range(15)}
+    assert sorted(index["commands"]) == [f"writer {k}" for k in range(4)]
+    assert set(index["name"].split("+")) == {f"w{k}" for k in range(4)}
