@@ -86,8 +86,9 @@ def train_batch_spec(mesh, batch_size: int, seq_len: int, answer_len: int) -> di
 def score_batch_spec(mesh, batch_size: int, seq_len: int, answer_len: int) -> dict:
     """Abstract (sharded) scoring batch of ``[B, seq_len]`` tokens with one example slot per
     row (:func:`batching.score_batch`). Scoring packs several short examples into a row
-    (:func:`batching.packed_score_batches`); that adds a few int32 ``feat_pos`` columns but
-    the same ``[B,T]`` activations, so the plan is the same for a given ``T``."""
+    (:func:`batching.packed_score_batches`): the same ``[B,T]`` layer activations, a few more
+    int32 ``feat_pos`` columns, and up to ``T`` answer tokens per row where this spec takes
+    ``answer_len`` (the ``[B,S,V]`` head logits grow with it)."""
     B = shd.pad_batch_size(batch_size, mesh)
     bs = shd.batch_sharding(mesh, 2)
     row = lambda n: _sds((B, n), jnp.int32, bs)  # noqa: E731
