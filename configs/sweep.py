@@ -37,6 +37,12 @@ from configs import common
 DEFAULT_TASKS = "arc_easy+creak+boolq+cola+rte+cb"
 
 
+def default_n_small(runlocal: bool) -> int:
+    """The `size` experiment's small training-set size when ``n_small`` is not given (the
+    paper's 100; 20 under runlocal, below runlocal's 60 large cells)."""
+    return 20 if runlocal else 100
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(
         arg, experiment="cross_task", tasks=DEFAULT_TASKS, mode="run", cell="", stage=-1,
@@ -55,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.runlocal = a.runlocal  # tiny CPU budget (configs/forget.py runlocal)
     config.n_train = a.n_train  # large cells' training-set size; 0 = default (1000; runlocal 60)
     # The `size` experiment's small cells; 0 = default (100; runlocal 20, below runlocal's 60).
-    config.n_small = a.n_small or (20 if a.runlocal else 100)
+    config.n_small = a.n_small or default_n_small(a.runlocal)
     config.seed = a.seed  # -1 = default
     config.model = a.model  # "" = default
     config.data_dir = ""  # "" = default (configs/common.py default_data_dir)

@@ -275,7 +275,8 @@ def sweep_command(config: Any, root: str | os.PathLike) -> str:
     if config.runlocal:
         arg += ",runlocal=True"
     parts = ["python main.py", _flag(f"--config=configs/sweep.py:{arg}")]
-    defaults = {"n_train": 0, "n_small": 20 if config.runlocal else 100, "seed": -1, "model": "",
+    n_small = importlib.import_module("configs.sweep").default_n_small(config.runlocal)
+    defaults = {"n_train": 0, "n_small": n_small, "seed": -1, "model": "",
                 "data_dir": "", "base": "", "stage": -1, "analyses": True}
     parts += [_flag(f"--config.{k}={config[k]}") for k, d in defaults.items() if config[k] != d]
     parts.append(_flag(f"--workdir={Path(root).absolute()}"))
