@@ -54,6 +54,7 @@ def test_unmatched_parameter_raises():
 @pytest.mark.parametrize(("shape", "remat", "matmul_dtype"), [
     ((2, 4, 1), False, None), ((2, 1, 4), False, None), ((2, 4, 1), True, None),
     ((2, 2, 2), False, "bfloat16"),  # mixed precision: fsdp + tensor sharding of bf16 matmuls
+    ((2, 4, 1), True, "bfloat16"),  # mixed precision under per-layer remat
 ])
 def test_sharded_train_step_equals_single_device(shape, remat, matmul_dtype):
     assert jax.device_count() == 8
