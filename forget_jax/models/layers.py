@@ -112,11 +112,9 @@ def dot_product_attention(
     logits_BKGTS = logits_BKGTS * scale
     logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, MASK_VALUE)
     probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1)
-    if matmul_dtype is None:
-        out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS.astype(v_BSKH.dtype), v_BSKH)
-    else:
-        out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS.astype(op), v_BSKH.astype(op),
-                               preferred_element_type=v_BSKH.dtype)
+    pv = v_BSKH.dtype if matmul_dtype is None else matmul_dtype
+    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS.astype(pv), v_BSKH.astype(pv),
+                           preferred_element_type=v_BSKH.dtype)
     return out_BTKGH.reshape(B, T, N, H)
 
 
@@ -124,10 +122,8 @@ def _matmul(x: Array, w: Array, operand_dtype: Any) -> Array:
     """``x @ w`` in ``x``'s dtype; with ``operand_dtype`` both operands are cast to it first and
     the products are accumulated (and returned) in ``x``'s dtype, e.g. bfloat16 x bfloat16 ->
     float32, which XLA:CPU runs ~2x faster than float32 x float32 on CPUs with AVX512-BF16."""
-    if operand_dtype is None:
-        return jnp.dot(x, w)
-    return jnp.dot(x.astype(operand_dtype), w.astype(operand_dtype),
-                   preferred_element_type=x.dtype)
+    op = x.dtype if operand_dtype is None else operand_dtype
+    return jnp.dot(x.astype(op), w.astype(op), preferred_element_type=x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -146,11 +142,9 @@ def _token_matmul_bwd(operand_dtype: Any, res: tuple[Array, Array], dy_TF: Array
     # The weight gradient as ONE 2-D matmul over all tokens (leading dims flattened): XLA:CPU
     # lays out the generic transpose of an N-d dot with extra transposes (~7% of a train step).
     x_ND, dy_NF = x_TD.reshape(-1, x_TD.shape[-1]), dy_TF.reshape(-1, dy_TF.shape[-1])
-    if operand_dtype is None:
-        dw_DF = jnp.einsum("ND,NF->DF", x_ND, dy_NF).astype(w_DF.dtype)
-    else:
-        dw_DF = jnp.einsum("ND,NF->DF", x_ND.astype(operand_dtype), dy_NF.astype(operand_dtype),
-                           preferred_element_type=w_DF.dtype)
+    op = x_TD.dtype if operand_dtype is None else operand_dtype
+    dw_DF = jnp.einsum("ND,NF->DF", x_ND.astype(op), dy_NF.astype(op),
+                       preferred_element_type=w_DF.dtype)
     return _matmul(dy_TF, w_DF.T, operand_dtype).astype(x_TD.dtype), dw_DF
 
 
@@ -418,15 +412,19 @@ class CausalLM(nnx.Module):
 
     def init_common(self, config: Any, dtype: Any, param_dtype: Any,
                     rngs: nnx.Rngs | None, matmul_dtype: Any = None) -> dict[str, Any]:
-        """Stores ``config``, the compute dtype and the matmul operand dtype (``head_dtype`` is
-        the one the vocabulary head uses); returns the submodules' dtype/rngs kwargs."""
+        """Stores ``config``, the compute dtype and the matmul operand dtype; returns the
+        submodules' dtype/rngs kwargs."""
         self.config = config
         self.dtype = jnp.dtype(dtype)
         self.matmul_dtype = None if matmul_dtype is None else jnp.dtype(matmul_dtype)
         linear_dot_general(self.matmul_dtype)  # rejects an unsupported dtype here
-        self.head_dtype = self.dtype if self.matmul_dtype is None else self.matmul_dtype
         return dict(dtype=self.dtype, param_dtype=jnp.dtype(param_dtype),
                     rngs=rngs if rngs is not None else nnx.Rngs(0))
+
+    @property
+    def head_dtype(self) -> Any:
+        """Operand dtype of the vocabulary head: the matmul dtype, else the compute dtype."""
+        return self.dtype if self.matmul_dtype is None else self.matmul_dtype
 
     def __call__(self, tokens: Array, mask: Array | None = None,
                  positions: Array | None = None) -> Array:
