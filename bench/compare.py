@@ -338,7 +338,7 @@ def main(argv=None) -> int:
     from forget_jax import batching, scoring
     from forget_jax import sharding as shd
     from forget_jax import steps as steps_lib
-    from forget_jax.models import load_model, precision_kwargs
+    from forget_jax.models import abstract_model, load_model, precision_kwargs
     from forget_jax.models.registry import NAMED_MODELS, _wheel_file
     from forget_jax.tasks import load_task
 
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
     graphdef, params0 = steps_lib.split_model(lm.model)
     # the same float32 weights; only the graph (bf16 matmul operands) differs
     graphdef_mixed, _ = steps_lib.split_model(
-        load_model("smollm2-135m", **precision_kwargs("mixed_bfloat16")).model)
+        abstract_model(lm.config, **precision_kwargs("mixed_bfloat16")))
     n_params = int(sum(x.size for x in jax.tree.leaves(params0)))
     mesh = shd.make_mesh()
     params0 = jax.device_put(params0, shd.param_shardings(params0, mesh))

@@ -63,8 +63,8 @@ def abstract_params(config) -> tuple[nnx.GraphDef, Any]:
     """(graphdef, params as ShapeDtypeStructs) of ``config.model`` at ``config.precision``."""
     from forget_jax import models
 
-    dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
-    module = models.abstract_model(model_config(config.model), dtype=dtype)
+    module = models.abstract_model(model_config(config.model),
+                                   **models.precision_kwargs(config.precision))
     graphdef, state = nnx.split(module)
     return graphdef, nnx.to_pure_dict(state)
 

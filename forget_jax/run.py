@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks config values up front, with one clear message per problem."""
-    from forget_jax.models.registry import PRECISIONS
+    from forget_jax.models.registry import precision_kwargs
     from forget_jax.tasks import TASK_NAMES
 
     def task_ok(t, what):
@@ -41,9 +41,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"unknown {what} {t!r}; known tasks: {', '.join(TASK_NAMES)}")
 
     task_ok(config.task, "task")
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; "
-                          f"got {config.precision!r}")
+    try:
+        precision_kwargs(config.precision)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.job == "eval":
         for s in config.splits.split("+"):
             if s not in ROLES:

@@ -196,11 +196,13 @@ def build_model(
 
 
 def abstract_model(
-    config: ModelConfig, dtype: Any = jnp.float32, param_dtype: Any | None = None
+    config: ModelConfig, dtype: Any = jnp.float32, param_dtype: Any | None = None,
+    matmul_dtype: Any = None,
 ) -> nnx.Module:
     """The model as shapes only (``nnx.eval_shape``): no memory, no compute."""
     return nnx.eval_shape(
-        lambda: build_model(config, dtype=dtype, param_dtype=param_dtype or dtype)
+        lambda: build_model(config, dtype=dtype, param_dtype=param_dtype or dtype,
+                            matmul_dtype=matmul_dtype)
     )
 
 
