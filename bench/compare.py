@@ -109,18 +109,23 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
-    """numpy float32 n x n matmul, FLOP/s (median of ``repeats`` after one warm-up)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
+def _matmul_flops(a, b, repeats: int) -> float:
+    """FLOP/s of the square matmul ``a @ b`` (median of ``repeats`` after one warm-up)."""
     a @ b
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
         a @ b
         ts.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(ts)
+    return 2 * a.shape[0] ** 3 / statistics.median(ts)
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
+    """numpy float32 n x n matmul, FLOP/s (median of ``repeats`` after one warm-up)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    return _matmul_flops(a, b, repeats)
 
 
 def matmul_peak_bf16(n: int = 4096, repeats: int = 5) -> float:
@@ -131,13 +136,7 @@ def matmul_peak_bf16(n: int = 4096, repeats: int = 5) -> float:
     g = torch.Generator().manual_seed(0)
     a = torch.randn((n, n), generator=g).bfloat16()
     b = torch.randn((n, n), generator=g).bfloat16()
-    a @ b
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        ts.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(ts)
+    return _matmul_flops(a, b, repeats)
 
 
 def timed_passes(run_pass, repeats: int) -> tuple[float, list[float]]:

@@ -182,20 +182,28 @@ def test_fully_masked_rows_stay_finite():
     assert np.isfinite(np.asarray(model(tokens_BT, mask=left_padded))).all()
 
 
-def test_bfloat16_params_and_compute():
-    hf_model = tiny_hf("llama_gqa_untied")
+def low_precision_twin(case: str, **kw):
+    """(model built with ``kw``, its param dtypes, h dtype, |logits - float32 logits| on real
+    tokens, max |float32 logits|) on the padded test batch."""
+    hf_model = tiny_hf(case)
     ref = flax_twin(hf_model)
-    model = flax_twin(hf_model, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
-    assert {leaf.dtype for leaf in leaves} == {jnp.dtype(jnp.bfloat16)}
+    model = flax_twin(hf_model, **kw)
+    param_dtypes = {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))}
     tokens_BT, mask_BT = tokens_and_mask()
     h_BTD, _ = model.encode(tokens_BT, mask=mask_BT)
     logits = np.asarray(model.logits(h_BTD))
-    assert h_BTD.dtype == jnp.bfloat16 and logits.dtype == np.float32
+    assert logits.dtype == np.float32
     ref_logits = np.asarray(ref(tokens_BT, mask=mask_BT))
-    real = mask_BT.astype(bool)
+    err = np.abs(logits - ref_logits)[mask_BT.astype(bool)]
+    return model, param_dtypes, h_BTD.dtype, err, np.abs(ref_logits).max()
+
+
+def test_bfloat16_params_and_compute():
+    _, param_dtypes, h_dtype, err, scale = low_precision_twin(
+        "llama_gqa_untied", dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    assert param_dtypes == {jnp.dtype(jnp.bfloat16)} and h_dtype == jnp.bfloat16
     # bf16 has ~3 significant digits; agreement to a few % of the logit scale.
-    assert np.abs(logits - ref_logits)[real].max() < 0.1 * np.abs(ref_logits).max()
+    assert err.max() < 0.1 * scale
 
 
 def _dot_generals(jaxpr):
@@ -213,21 +221,14 @@ def _dot_generals(jaxpr):
 @pytest.mark.parametrize("case", ["llama_gqa_untied", "llama_mha_tied_bias", "gpt2",
                                   "gptj_partial_rotary"])
 def test_mixed_bfloat16_matmuls(case: str):
-    """precision="mixed_bfloat16": float32 params and activations, and every matmul of the
-    forward AND backward pass (projections, attention, MLP, head) takes bfloat16 operands with
-    float32 results. Logits stay close to float32's."""
-    hf_model = tiny_hf(case)
-    ref = flax_twin(hf_model)
-    model = flax_twin(hf_model, **precision_kwargs("mixed_bfloat16"))
-    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
-    assert {leaf.dtype for leaf in leaves} == {jnp.dtype(jnp.float32)}
+    """precision="mixed_bfloat16": float32 params and activations; every forward matmul
+    (projections, attention, MLP, head) and the dense layers' gradient matmuls take bfloat16
+    operands with float32 results. Logits stay close to float32's."""
+    model, param_dtypes, h_dtype, err, scale = low_precision_twin(
+        case, **precision_kwargs("mixed_bfloat16"))
+    assert param_dtypes == {jnp.dtype(jnp.float32)} and h_dtype == jnp.float32
+    assert 0 < err.max() < 0.05 * scale  # bf16 was used, and is close
     tokens_BT, mask_BT = tokens_and_mask()
-    h_BTD, _ = model.encode(tokens_BT, mask=mask_BT)
-    logits = np.asarray(model.logits(h_BTD))
-    assert h_BTD.dtype == jnp.float32 and logits.dtype == np.float32
-    ref_logits = np.asarray(ref(tokens_BT, mask=mask_BT))
-    err = np.abs(logits - ref_logits)[mask_BT.astype(bool)]
-    assert 0 < err.max() < 0.05 * np.abs(ref_logits).max()  # bf16 was used, and is close
 
     graphdef, params = nnx.split(model, nnx.Param)
 
