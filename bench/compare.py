@@ -467,7 +467,7 @@ def main(argv=None) -> int:
                    mfu=2 * n_params * tokens / med / (peak_bf16 if mixed else peak))
         return row, out["ll"], out["n"]
 
-    def torch_score(requests, bf16: bool) -> tuple[dict, np.ndarray]:
+    def torch_score(requests, ref_n, bf16: bool) -> tuple[dict, np.ndarray]:
         model = ref.to(torch.bfloat16) if bf16 else ref  # lm-eval --model_args dtype=bfloat16
         model.eval()
         res = {}
@@ -481,7 +481,6 @@ def main(argv=None) -> int:
         row = dict(per_s=len(exs) / tmed, pass_s=tts, warmup_s=twarm, batch_size=LM_EVAL_BATCH,
                    tokens_per_pass=ttokens, precision="bfloat16" if bf16 else "float32",
                    mfu=2 * n_params * ttokens / tmed / (peak_bf16 if bf16 else peak))
-        ref_n = np.array([len(x) for _, x in requests]).reshape(-1, 2)
         return row, np.array([s for s, _ in res["r"]]).reshape(-1, 2) / ref_n
 
     def score_check(key: str, ll, n, ref_mean, ref_n, same: bool, tol: float,
@@ -508,7 +507,7 @@ def main(argv=None) -> int:
                    [list(e.conts[j]) for j in (0, 1)] == [requests[2 * i + j][1] for j in (0, 1)]
                    for i, e in enumerate(encs))
         ref_n = np.array([len(x) for _, x in requests]).reshape(-1, 2)
-        base, ref_mean = torch_score(requests, bf16=False)
+        base, ref_mean = torch_score(requests, ref_n, bf16=False)
         score_check(name, ll, n, ref_mean, ref_n, same, tol=2e-3, min_agree=0.99)
     report(name, ours, base)
     if args.mixed:
@@ -521,7 +520,7 @@ def main(argv=None) -> int:
         base_bf16 = None
         if ref is not None:
             # ... and against lm-eval's loop with the model in bfloat16 (last: casts `ref`)
-            base_bf16, ref_mean_bf16 = torch_score(requests, bf16=True)
+            base_bf16, ref_mean_bf16 = torch_score(requests, ref_n, bf16=True)
             score_check(f"{name}_torch_bf16_vs_fp32", ref_mean_bf16, ref_n, ref_mean, ref_n,
                         same, tol=2e-2, min_agree=0.98, who="torch bf16")
         report(f"{name}_mixed_vs_bf16", ours_m, base_bf16)
