@@ -65,7 +65,8 @@ def model_and_data(config: ml_collections.ConfigDict) -> None:
     config.seed = 0
     # "float32"; "bfloat16" (params and compute); "mixed_bfloat16" (float32 params and
     # activations, bfloat16 matmul operands accumulated in float32: ~1.5x faster scoring on CPUs
-    # with AVX512-BF16, see README "Performance")
+    # with AVX512-BF16, see README "Performance"); "float16" (params and compute in float16, SGD
+    # updates rounded to float16 with no float32 master: the paper's model.half() + SGD)
     config.precision = "float32"
     config.eval_batch_size = 16
     config.max_seq_len = 2048  # tokens; longer examples are an error, not a silent truncation

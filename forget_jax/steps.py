@@ -93,9 +93,16 @@ def loss_fn(params: Params, batch: dict, graphdef: nnx.GraphDef):
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
                tx: optax.GradientTransformation, grad_clip: float
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One SGD step. Returns the new state and loss / raw and clipped grad norm."""
+    """One SGD step. Returns the new state and loss / raw and clipped grad norm.
+
+    The gradients (in the parameters' dtype) are upcast to float32 for the global norm, the
+    clip and ``-lr * g``; ``apply_updates`` adds in float32 and rounds once to the parameters'
+    dtype. With float16/bfloat16 parameters this is torch's ``model.half()`` + SGD (no float32
+    master copy: an update below half an ulp of the parameter is lost); float32 is unchanged.
+    """
     (loss, n_tok), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, batch, graphdef)
+    grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
     raw = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -125,6 +132,15 @@ def features_step(params: Params, batch: dict, *, graphdef: nnx.GraphDef,
                          positions=batch["positions"], output_hidden_states=True)
     h_BTD = hs[layer]
     return jnp.take_along_axis(h_BTD, batch["feat_pos"][..., None], axis=1).astype(jnp.float32)
+
+
+@jax.jit
+def changed_fraction(old: Params, new: Params) -> jax.Array:
+    """Fraction of parameter elements (over all leaves) whose value differs, on device: each
+    leaf reduces where it lives (sharded leaves give partial sums), only a scalar leaves."""
+    changed = sum(jnp.sum(a != b, dtype=jnp.float32) for a, b in
+                  zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True))
+    return changed / sum(a.size for a in jax.tree.leaves(old))
 
 
 @dataclasses.dataclass

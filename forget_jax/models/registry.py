@@ -168,6 +168,11 @@ PRECISIONS: dict[str, dict[str, str | None]] = {
     # dense layers' gradients take bfloat16 operands and accumulate in float32 (Keras' policy
     # of the same name; what torch.autocast does for matmuls).
     "mixed_bfloat16": dict(dtype="float32", param_dtype="float32", matmul_dtype="bfloat16"),
+    # The paper's "full fine-tuning in half precision with SGD" (model.half() + torch SGD):
+    # float16 parameters and compute (norms, q.k and the log-softmax of the loss stay float32,
+    # as for bfloat16), SGD updates rounded to float16 with no float32 master copy (see
+    # steps.train_step).
+    "float16": dict(dtype="float16", param_dtype="float16", matmul_dtype=None),
 }
 
 
