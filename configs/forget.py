@@ -45,8 +45,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.finetune = ml_collections.ConfigDict(dict(
         lr=3e-3, max_epochs=100, batch_size=3, patience=0,  # patience 0 = no early stop by patience
         stop_train_acc=0.99, grad_clip=1.0))
+    # forget.stop_rule: when the forget phase stops before max_epochs (its test role is the
+    #   eval task's test split): "chance" = test acc < stop_test_acc (the paper's rule);
+    #   "mirror" = test acc <= 1 - (fine-tuned test acc), so a flipped run can reach forget
+    #   ratio 1; "fixed" = no test-based stop, exactly max_epochs epochs; "auto" = "chance"
+    #   for forget_mode=random, "mirror" for flipped. results.json: forget_stop_rule.
+    # forget.n_train: 0 = forget on the forget task's whole train role; k > 0 = on a subset of
+    #   k of its examples (numpy default_rng(seed), scored as predictions/<phase>/<task>.forget)
+    #   - Appendix B's 100-vs-1000 cell: init_from=<the n_train=1000 ft run>, forget.n_train=100.
     config.forget = ml_collections.ConfigDict(dict(
-        lr=1e-4, max_epochs=100, batch_size=3, stop_test_acc=0.5, grad_clip=1.0))
+        lr=1e-4, max_epochs=100, batch_size=3, stop_test_acc=0.5, grad_clip=1.0,
+        stop_rule="auto", n_train=0))
     config.relearn = ml_collections.ConfigDict(dict(
         enabled=False, lr=3e-5, max_epochs=20, batch_size=3, stop_train_acc=0.99, grad_clip=1.0))
 

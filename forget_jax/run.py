@@ -15,6 +15,7 @@ import shutil
 import time
 
 import ml_collections
+import numpy as np
 
 from forget_jax import batching, phases, rundir
 from forget_jax import checkpoint as ckpt
@@ -25,6 +26,7 @@ log = logging.getLogger("forget_jax")
 
 ROLES = ("train", "validation", "test")
 STOP_AFTER = ("pretrained", "finetune", "forget", "relearn")
+STOP_RULES = ("auto", "chance", "mirror", "fixed")
 
 
 class ConfigError(ValueError):
@@ -60,6 +62,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"unknown stop_after {config.stop_after!r}; use one of {STOP_AFTER}")
     if config.n_train < 1:
         raise ConfigError(f"n_train must be >= 1, got {config.n_train}")
+    if config.forget.stop_rule not in STOP_RULES:
+        raise ConfigError(f"unknown forget.stop_rule {config.forget.stop_rule!r}; use one of "
+                          f"{', '.join(STOP_RULES)}")
+    if not 0 <= config.forget.n_train <= config.n_train:
+        raise ConfigError(f"forget.n_train must be in [0, n_train={config.n_train}] (0 = the "
+                          f"whole train role), got {config.forget.n_train}")
     for name in ("finetune", "forget", "relearn"):
         ph = config[name]
         if not ph.lr > 0:
@@ -79,6 +87,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"init_from={config.init_from} was fine-tuned on {prev.get('task')!r} with "
                 f"{prev.get('model')!r}, this run needs task {config.task!r} / {config.model!r}")
+        # E.g. a float16 forget run (model.half() + SGD, no float32 master) started from a
+        # float32 fine-tune would silently round that checkpoint: one precision per cell chain.
+        src_cfg = pathlib.Path(config.init_from) / "config.json"
+        src_precision = rundir.read_json(src_cfg).get("precision") if src_cfg.exists() else None
+        if src_precision not in (None, config.precision):
+            raise ConfigError(
+                f"init_from={config.init_from} was fine-tuned with precision={src_precision}, "
+                f"this run has precision={config.precision}; use the same precision")
 
 
 # Keys that may change between a run and its resumption (they do not change the results).
@@ -107,6 +123,49 @@ def forget_ratio(acc_ft: float, acc_fg: float, mode: str) -> float | None:
     """Paper's forget ratio; flipped uses the denominator acc_ft - (1 - acc_ft)."""
     denom = acc_ft - 0.5 if mode == "random" else acc_ft - (1.0 - acc_ft)
     return (acc_ft - acc_fg) / denom if denom > 0 else None
+
+
+def resolve_stop_rule(rule: str, mode: str) -> str:
+    """``forget.stop_rule`` with "auto" resolved: "chance" for random labels, "mirror" for
+    flipped ones (whose test accuracy can go below chance, down to 1 - acc_ft)."""
+    if rule == "auto":
+        return "chance" if mode == "random" else "mirror"
+    return rule
+
+
+def forget_stop(rule: str, stop_test_acc: float, acc_ft: float):
+    """The forget phase's stop predicate (monitor accuracies -> reason, or None) of a resolved
+    rule: "chance" (test < stop_test_acc), "mirror" (test <= 1 - acc_ft) or "fixed" (never)."""
+    if rule == "chance":
+        return lambda a: f"test_acc < {stop_test_acc}" if a["test"] < stop_test_acc else None
+    if rule == "mirror":  # accuracies are k/n fractions: compare with a rounding margin
+        floor = 1.0 - acc_ft
+        return lambda a: (f"test_acc <= 1 - finetuned test_acc = {floor:.4f}"
+                          if a["test"] <= floor + 1e-9 else None)
+    if rule == "fixed":
+        return lambda a: None
+    raise ValueError(f"unknown resolved stop rule {rule!r}")
+
+
+def forget_indices(task: str, n: int, k: int, seed: int) -> np.ndarray | None:
+    """Which of the ``n`` train-role examples form the forget set: None = all of them (k = 0
+    or n), else a sorted seeded draw of k (numpy ``default_rng(seed)``); TaskError if k > n."""
+    from forget_jax.tasks import TaskError
+
+    if k in (0, n):
+        return None
+    if k > n:
+        raise TaskError(f"forget.n_train={k} but the {task} train role has only {n} examples")
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def forget_subset(split: phases.Split, idx: np.ndarray | None) -> phases.Split:
+    """``split`` itself (idx None), else its examples ``idx`` as role "forget" (so its
+    predictions, predictions/<phase>/<task>.forget.jsonl, never overwrite the train role's)."""
+    if idx is None:
+        return split
+    return phases.Split(split.task, "forget", [split.examples[i] for i in idx],
+                        [split.encoded[i] for i in idx])
 
 
 def load_data(config, task: str, limit: int | None = None, limit_train: bool = True):
@@ -200,30 +259,43 @@ def run_forget(config, workdir) -> dict:
     data = load_data(config, task, limit, limit_train=False)
     data_a = data if ftask == task else load_data(config, ftask, limit, limit_train=False)
     data_others = {t: load_data(config, t, limit, limit_train=False) for t in extra}
+    f_idx = forget_indices(ftask, len(data_a.split("train")), config.forget.n_train,
+                           config.seed)
     lm, params, env = _setup(config, workdir)
     B = encode_roles(config, lm.tokenizer, data)
     A = B if ftask == task else encode_roles(config, lm.tokenizer, data_a, ("train",))
+    F = forget_subset(A["train"], f_idx)  # the forget set (forget and relearn train on it)
     others = {t: encode_roles(config, lm.tokenizer, d, ("test",))["test"]
               for t, d in data_others.items()}
 
     results = {"task": task, "model": config.model, "forget_mode": config.forget_mode,
                "forget_task": ftask, "eval_task": task, "seed": config.seed,
                "n_examples": {r: len(B[r].examples) for r in ROLES},
-               "n_forget_train": len(A["train"].examples),
+               "n_forget_train": len(F.examples),
                "split_roles": data.split_roles, "paper_splits": data.paper_splits,
-               "accuracy": {}, "epochs": {}, "complete": False}
+               "forget_set": {"task": ftask, "split": F.name, "n": len(F.examples),
+                              "accuracy": {}, "confidence": {}},
+               "accuracy": {}, "epochs": {}, "params_changed_fraction": {}, "complete": False}
     eval_splits = [B[r] for r in ROLES] + ([A["train"]] if ftask != task else []) + \
-        list(others.values())
+        ([F] if F is not A["train"] else []) + list(others.values())
 
     def record(phase_name, scored):
         results["accuracy"][phase_name] = {r: scored[B[r].name]["acc"] for r in ROLES}
         if ftask != task:
             results.setdefault("forget_train_accuracy", {})[phase_name] = \
                 scored[A["train"].name]["acc"]
+        results["forget_set"]["accuracy"][phase_name] = scored[F.name]["acc"]
+        results["forget_set"]["confidence"][phase_name] = \
+            float(np.mean(scored[F.name]["confidence"]))
         for t, sp in others.items():
             results.setdefault("eval_tasks", {}).setdefault(t, {})[phase_name] = \
                 scored[sp.name]["acc"]
         _write_results(workdir, results)
+
+    def changed(phase_name, start, end):
+        frac = float(steps_lib.changed_fraction(start, end))
+        results["params_changed_fraction"][phase_name] = frac
+        log.info("%s changed %.4f of the parameters", phase_name, frac)
 
     def activations(phase_name, p):
         if config.activations.enabled:
@@ -241,6 +313,9 @@ def run_forget(config, workdir) -> dict:
             if (src / sub).is_dir() and rundir.is_main():
                 shutil.copytree(src / sub, pathlib.Path(workdir) / sub, dirs_exist_ok=True)
         results["epochs"]["finetune"] = prev["epochs"]["finetune"]
+        if "finetune" in prev.get("params_changed_fraction", {}):
+            results["params_changed_fraction"]["finetune"] = \
+                prev["params_changed_fraction"]["finetune"]
         results["init_from"] = str(src)
         best = ckpt.BestCheckpoint(src)
         params, _ = best.restore(ckpt.abstract_like(params))
@@ -257,8 +332,11 @@ def run_forget(config, workdir) -> dict:
             {r: B[r] for r in ROLES},
             lambda a, s=ft.stop_train_acc: f"train_acc >= {s}" if a["train"] >= s else None,
             keep_best=True, patience=ft.patience)
+        start = params
         params, summary = phases.train_phase(
             env, spec, params, {r: scored[B[r].name] for r in ROLES}, history)
+        changed("finetune", start, params)  # the best (returned) checkpoint vs pretrained
+        del start
         history = history + summary["history"]
         results["epochs"]["finetune"] = summary["epochs"]
         results["best_finetune_epoch"] = summary["best_epoch"]
@@ -270,13 +348,20 @@ def run_forget(config, workdir) -> dict:
 
     # --- forget ------------------------------------------------------------------------------
     fg = config.forget
-    monitor = {"train": A["train"], "validation": B["validation"], "test": B["test"]}
+    acc_ft = results["accuracy"]["finetuned"]["test"]
+    rule = resolve_stop_rule(fg.stop_rule, config.forget_mode)
+    results["forget_stop_rule"] = rule
+    log.info("forget stop rule %s (forget.stop_rule=%s, forget_mode=%s)", rule, fg.stop_rule,
+             config.forget_mode)
+    monitor = {"train": F, "validation": B["validation"], "test": B["test"]}
     spec = phases.PhaseSpec(
         "forget", fg.lr, fg.max_epochs, fg.batch_size, fg.grad_clip, config.forget_mode,
-        A["train"], monitor,
-        lambda a, s=fg.stop_test_acc: f"test_acc < {s}" if a["test"] < s else None)
+        F, monitor, forget_stop(rule, fg.stop_test_acc, acc_ft))
     init = {r: scored[sp.name] for r, sp in monitor.items()}
+    start = params
     params, summary = phases.train_phase(env, spec, params, init, history)
+    changed("forget", start, params)
+    del start
     history = history + summary["history"]
     results["epochs"]["forget"] = summary["epochs"]
     results["forget_stop_reason"] = summary["stop_reason"]
@@ -305,11 +390,14 @@ def run_forget(config, workdir) -> dict:
     if config.relearn.enabled or config.stop_after == "relearn":
         rl = config.relearn
         spec = phases.PhaseSpec(
-            "relearn", rl.lr, rl.max_epochs, rl.batch_size, rl.grad_clip, "gold", A["train"],
-            {"train": A["train"]},
+            "relearn", rl.lr, rl.max_epochs, rl.batch_size, rl.grad_clip, "gold", F,
+            {"train": F},
             lambda a, s=rl.stop_train_acc: f"train_acc >= {s}" if a["train"] >= s else None)
+        start = params
         params, summary = phases.train_phase(
-            env, spec, params, {"train": scored[A["train"].name]}, history)
+            env, spec, params, {"train": scored[F.name]}, history)
+        changed("relearn", start, params)
+        del start
         results["epochs"]["relearn"] = summary["epochs"]
         scored = phases.evaluate(env, params, "relearned", eval_splits)
         record("relearned", scored)
