@@ -5,6 +5,16 @@ times, recompute the statistic, and take the ``(1 - level)/2`` and ``(1 + level)
 Resampling is seeded (``numpy.random.default_rng(seed)``), so a report is reproducible. Paired
 statistics (a forget ratio compares the fine-tuned and the forgotten model on the same examples)
 resample the same example indices for both arrays, after aligning them by example ``id``.
+
+Several seeds (cells ``...-s<k>``): :func:`bootstrap_hierarchical` resamples the seeds with
+replacement, then the examples within each drawn seed, and averages the per-seed statistic over
+the drawn seeds; the interval so includes the seed-to-seed variance. With one seed it is the
+plain (paired) bootstrap above, which is how :func:`bootstrap_mean` and
+:func:`bootstrap_paired` are computed.
+
+A forget ratio is undefined in a resample whose denominator (``ft - 1/2``, flipped
+``2 ft - 1``) is not positive. Such draws are not silently dropped: ``Interval.n_undefined``
+counts them (the percentiles are over the defined draws).
 """
 
 from __future__ import annotations
@@ -29,13 +39,16 @@ class Interval:
         value: the statistic on the full sample.
         lo: lower end of the interval.
         hi: upper end of the interval.
-        n: number of examples.
+        n: number of examples (summed over seeds).
+        n_undefined: resamples where the statistic was undefined (NaN), e.g. a forget ratio
+            whose resampled denominator was <= 0.
     """
 
     value: float
     lo: float
     hi: float
     n: int
+    n_undefined: int = 0
 
 
 def resample_indices(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
@@ -50,49 +63,61 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap_mean(values: Sequence[float] | np.ndarray, n_resamples: int = N_RESAMPLES,
-                   seed: int = 0, level: float = LEVEL) -> Interval:
-    """Percentile bootstrap interval of a mean (e.g. accuracy from per-example ``correct``).
+def bootstrap_hierarchical(stat: Callable[..., np.ndarray],
+                           groups: Sequence[Sequence[np.ndarray]],
+                           n_resamples: int = N_RESAMPLES, seed: int = 0,
+                           level: float = LEVEL) -> Interval:
+    """Interval of the mean over seeds of ``stat(*means)``, resampling seeds then examples.
 
     Args:
-        values: per-example values, e.g. 0/1 correctness.
+        stat: maps the per-array means (each ``[R]`` or scalar) to the statistic, vectorized.
+        groups: one entry per seed: its per-example arrays, of equal length and aligned example
+            by example (paired statistics resample the same examples for every array).
         n_resamples: number of bootstrap resamples.
         seed: resampling seed.
         level: coverage of the interval.
 
     Returns:
-        The sample mean and its interval.
+        The mean over seeds of the statistic on each full sample, its interval over the defined
+        resamples, and the count of undefined (NaN) resamples.
     """
-    x = np.asarray(values, dtype=np.float64)
-    idx = resample_indices(x.size, n_resamples, seed)
-    lo, hi = _percentiles(x[idx].mean(axis=1), level)
-    return Interval(float(x.mean()), lo, hi, int(x.size))
+    if not groups:
+        raise ValueError("cannot bootstrap without a sample")
+    rng = np.random.default_rng(seed)
+    per_seed, values, n = [], [], 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for arrays in groups:
+            xs = [np.asarray(a, dtype=np.float64) for a in arrays]
+            if len({x.size for x in xs}) != 1:
+                raise ValueError(f"paired arrays differ in length: {[x.size for x in xs]}")
+            if xs[0].size == 0:
+                raise ValueError("cannot bootstrap an empty sample")
+            idx = rng.integers(0, xs[0].size, size=(n_resamples, xs[0].size))
+            per_seed.append(np.asarray(stat(*(x[idx].mean(axis=1) for x in xs)), np.float64))
+            values.append(float(stat(*(x.mean() for x in xs))))
+            n += xs[0].size
+    boot = np.stack(per_seed, axis=1)  # [R, seeds]
+    if len(groups) > 1:
+        drawn = rng.integers(0, len(groups), size=boot.shape)
+        boot = np.take_along_axis(boot, drawn, axis=1)
+    boot = boot.mean(axis=1)
+    undefined = int(np.isnan(boot).sum())
+    lo, hi = _percentiles(boot, level) if undefined < boot.size else (np.nan, np.nan)
+    return Interval(float(np.mean(values)), lo, hi, n, undefined)
+
+
+def bootstrap_mean(values: Sequence[float] | np.ndarray, n_resamples: int = N_RESAMPLES,
+                   seed: int = 0, level: float = LEVEL) -> Interval:
+    """Percentile bootstrap interval of a mean (e.g. accuracy from per-example ``correct``)."""
+    return bootstrap_hierarchical(lambda m: m, [[values]], n_resamples, seed, level)
 
 
 def bootstrap_paired(stat: Callable[..., np.ndarray], arrays: Sequence[np.ndarray],
                      n_resamples: int = N_RESAMPLES, seed: int = 0,
                      level: float = LEVEL) -> Interval:
-    """Percentile interval of ``stat(*means)`` with the same resampled examples for every array.
-
-    Args:
-        stat: maps the per-array means (each ``[R]`` or scalar) to the statistic, vectorized.
-        arrays: per-example values of equal length, aligned example by example.
-        n_resamples: number of bootstrap resamples.
-        seed: resampling seed.
-        level: coverage of the interval.
-
-    Returns:
-        The statistic on the full sample and its interval (NaN resamples are ignored).
-    """
-    xs = [np.asarray(a, dtype=np.float64) for a in arrays]
-    if len({x.size for x in xs}) != 1:
-        raise ValueError(f"paired arrays differ in length: {[x.size for x in xs]}")
-    idx = resample_indices(xs[0].size, n_resamples, seed)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        boot = np.asarray(stat(*(x[idx].mean(axis=1) for x in xs)), dtype=np.float64)
-        value = float(stat(*(x.mean() for x in xs)))
-    lo, hi = _percentiles(boot, level)
-    return Interval(value, lo, hi, int(xs[0].size))
+    """Percentile interval of ``stat(*means)`` with the same resampled examples for every array
+    (one seed of :func:`bootstrap_hierarchical`)."""
+    return bootstrap_hierarchical(stat, [arrays], n_resamples, seed, level)
 
 
 def forget_ratio(finetuned: Any, forgotten: Any, mode: str = "random") -> Any:
@@ -130,37 +155,61 @@ def read_correct(path: str | Path) -> dict[str, bool]:
     return out
 
 
-def accuracy_interval(path: str | Path, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                      level: float = LEVEL) -> Interval:
-    """Bootstrap interval of the accuracy recorded in a predictions file."""
+def _correct_array(path: str | Path) -> np.ndarray:
     correct = read_correct(path)
     if not correct:
         raise ValueError(f"{path}: no examples")
-    return bootstrap_mean(np.fromiter(correct.values(), dtype=np.float64, count=len(correct)),
-                          n_resamples, seed, level)
+    return np.fromiter(correct.values(), dtype=np.float64, count=len(correct))
 
 
-def ratio_interval(finetuned_path: str | Path, forgotten_path: str | Path, mode: str = "random",
-                   n_resamples: int = N_RESAMPLES, seed: int = 0,
-                   level: float = LEVEL) -> Interval:
-    """Paired bootstrap interval of the forget ratio over the examples in both files.
-
-    Raises:
-        ValueError: the two files share no example ids.
-    """
+def _paired_arrays(finetuned_path: str | Path, forgotten_path: str | Path
+                   ) -> tuple[np.ndarray, np.ndarray]:
     ft: Mapping[str, bool] = read_correct(finetuned_path)
     fo: Mapping[str, bool] = read_correct(forgotten_path)
     ids = [k for k in ft if k in fo]
     if not ids:
         raise ValueError(f"{finetuned_path} and {forgotten_path} share no example ids")
-    a = np.array([ft[k] for k in ids], dtype=np.float64)
-    b = np.array([fo[k] for k in ids], dtype=np.float64)
-    return bootstrap_paired(lambda x, y: forget_ratio(x, y, mode), [a, b], n_resamples, seed,
-                            level)
+    return (np.array([ft[k] for k in ids], dtype=np.float64),
+            np.array([fo[k] for k in ids], dtype=np.float64))
+
+
+def accuracy_interval(paths: str | Path | Sequence[str | Path], n_resamples: int = N_RESAMPLES,
+                      seed: int = 0, level: float = LEVEL) -> Interval:
+    """Bootstrap interval of the accuracy in one predictions file, or the mean over several
+    (one per seed, resampled hierarchically)."""
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
+    return bootstrap_hierarchical(lambda m: m, [[_correct_array(p)] for p in paths],
+                                  n_resamples, seed, level)
+
+
+def ratio_interval(finetuned_paths: str | Path | Sequence[str | Path],
+                   forgotten_paths: str | Path | Sequence[str | Path], mode: str = "random",
+                   n_resamples: int = N_RESAMPLES, seed: int = 0,
+                   level: float = LEVEL) -> Interval:
+    """Paired bootstrap interval of the forget ratio over the examples in both files (one pair
+    per seed; several are resampled hierarchically). ``n_undefined`` counts the resamples whose
+    denominator was <= 0.
+
+    Raises:
+        ValueError: two paired files share no example ids.
+    """
+    if isinstance(finetuned_paths, str | Path):
+        finetuned_paths, forgotten_paths = [finetuned_paths], [forgotten_paths]
+    groups = [_paired_arrays(a, b) for a, b in zip(finetuned_paths, forgotten_paths, strict=True)]
+    return bootstrap_hierarchical(lambda x, y: forget_ratio(x, y, mode), groups, n_resamples,
+                                  seed, level)
+
+
+def _key(paths: Sequence[Path | None] | Path | None) -> tuple[Path, ...] | None:
+    """Paths as a tuple (None when a seed lacks its file: no interval then)."""
+    paths = [paths] if paths is None or isinstance(paths, Path) else list(paths)
+    return None if not paths or any(p is None for p in paths) else tuple(paths)
 
 
 class PredictionIntervals:
     """Cached intervals from prediction files; problems are appended to ``notes``, not raised.
+
+    Each method takes one path, or one per seed (then the interval is hierarchical).
 
     Args:
         n_resamples: bootstrap resamples per interval.
@@ -173,32 +222,41 @@ class PredictionIntervals:
                  notes: list[str] | None = None):
         self.n_resamples, self.seed = n_resamples, seed
         self.notes = [] if notes is None else notes
-        self._acc: dict[Path, Interval | None] = {}
+        self._acc: dict[tuple[Path, ...], Interval | None] = {}
 
-    def accuracy(self, path: Path | None, expected: float | None = None,
+    def accuracy(self, paths: Sequence[Path | None] | Path | None,
+                 expected: Sequence[float | None] | float | None = None,
                  label: str = "") -> Interval | None:
-        """The accuracy interval of ``path`` (None without a file), checked against ``expected``."""
-        if path is None:
+        """The accuracy interval (None without every file), each file checked against
+        ``expected`` (results.json)."""
+        key = _key(paths)
+        if key is None:
             return None
-        if path not in self._acc:
+        if key not in self._acc:
             try:
-                self._acc[path] = accuracy_interval(path, self.n_resamples, self.seed)
+                self._acc[key] = accuracy_interval(key, self.n_resamples, self.seed)
             except ValueError as e:
-                self.notes.append(f"no interval from `{path}`: {e}")
-                self._acc[path] = None
-        ci = self._acc[path]
-        if ci is not None and expected is not None and abs(ci.value - expected) > 1e-6:
-            self.notes.append(f"`{path}`: mean of `correct` {ci.value:.4f} != results.json "
-                              f"{label} test accuracy {expected:.4f}")
+                self.notes.append(f"no interval from `{', '.join(map(str, key))}`: {e}")
+                self._acc[key] = None
+        ci = self._acc[key]
+        exp = expected if isinstance(expected, Sequence) else [expected] * len(key)
+        if ci is not None:
+            for path, want in zip(key, exp, strict=False):
+                got = float(_correct_array(path).mean())
+                if want is not None and abs(got - want) > 1e-6:
+                    self.notes.append(f"`{path}`: mean of `correct` {got:.4f} != results.json "
+                                      f"{label} accuracy {want:.4f}")
         return ci
 
-    def ratio(self, finetuned: Path | None, forgotten: Path | None,
+    def ratio(self, finetuned: Sequence[Path | None] | Path | None,
+              forgotten: Sequence[Path | None] | Path | None,
               mode: str = "random") -> Interval | None:
-        """Paired forget-ratio interval (None without both files)."""
-        if finetuned is None or forgotten is None:
+        """Paired forget-ratio interval (None without every file)."""
+        ft, fo = _key(finetuned), _key(forgotten)
+        if ft is None or fo is None:
             return None
         try:
-            return ratio_interval(finetuned, forgotten, mode, self.n_resamples, self.seed)
+            return ratio_interval(ft, fo, mode, self.n_resamples, self.seed)
         except ValueError as e:
-            self.notes.append(f"no forget-ratio interval from `{forgotten}`: {e}")
+            self.notes.append(f"no forget-ratio interval from `{fo[0]}`: {e}")
             return None
