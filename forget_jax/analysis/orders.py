@@ -9,7 +9,13 @@ Per example of a task's TRAIN split we compare two times, read from the per-epoc
 * learn time: the first epoch of the relearning phase (fine-tuning again from the forgotten
   model at lr 3e-5) at which that confidence is >= threshold.
 
-Examples never forgotten or never learned are dropped. A task with no more than 100
+Examples the fine-tuned model never learned (confidence at epoch 0 of the forget history, the
+fine-tuned model, below the learned threshold) are dropped first: the paper ignores them, and
+keeping them would give them forget time 0 and so manufacture an anti-correlation. Examples
+never forgotten or never relearned (within the relearn cap, the last relearn epoch) are then
+dropped and counted (``n_never_forgotten``, ``n_never_relearned``, ``relearn_cap_epochs``).
+The correlation is reported over all qualifying examples (``spearman_r``) and without the
+examples whose forget or learn time is 0 (``spearman_r_no_epoch0``). A task with no more than 100
 qualifying examples is not plotted (paper: "If no more than 100 examples fulfill the
 criteria, we do not plot the task") but its row is still reported with the count. The
 per-task statistic is the Spearman correlation of forget time with learn time over the
@@ -25,7 +31,8 @@ Choices the report must state:
   relearning starts has learn time 0. ``include_epoch0=False`` searches epochs >= 1 only.
 * Thresholds are inclusive on both sides (<= 0.6 forgotten, >= 0.6 learned), as in the
   paper's §5 text (its Fig. 5.1 caption says < and >; with float confidences this matters only
-  at exactly 0.6).
+  at exactly 0.6); ``inclusive=False`` is the caption's strict reading (also for the
+  fine-tuned "learned" test).
 * Examples are matched across the two histories by ``train_ids``; ids present in only one
   history are dropped.
 * Runs without ``relearn.npz`` (relearning not enabled) are skipped with a log message.
@@ -65,6 +72,7 @@ def forget_learn_times(
     forget_epochs: np.ndarray | None = None,
     relearn_epochs: np.ndarray | None = None,
     include_epoch0: bool = True,
+    inclusive: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forget and learn time of every example.
 
@@ -76,10 +84,12 @@ def forget_learn_times(
         forget_epochs: [E] epoch number of each row of ``forget_conf`` (default 0..E-1).
         relearn_epochs: [E2] epoch number of each row of ``relearn_conf`` (default 0..E2-1).
         include_epoch0: whether the starting state (epoch 0) can be the forget/learn time.
+        inclusive: ``<=``/``>=`` thresholds (else strict ``<``/``>``).
 
     Returns:
         ``(forget_t [N], learn_t [N], mask [N])``: int epochs, -1 where the event never
-        happens; ``mask`` is true where both happen (the qualifying examples).
+        happens; ``mask`` is true where the fine-tuned model (row 0 of ``forget_conf``) had
+        learned the example and both events happen (the qualifying examples).
     """
     forget_conf, relearn_conf = np.asarray(forget_conf), np.asarray(relearn_conf)
     if forget_conf.ndim != 2 or relearn_conf.ndim != 2:
@@ -90,14 +100,15 @@ def forget_learn_times(
     r_ep = np.arange(len(relearn_conf)) if relearn_epochs is None else np.asarray(relearn_epochs)
     if f_ep.shape != forget_conf.shape[:1] or r_ep.shape != relearn_conf.shape[:1]:
         raise ValueError("epoch arrays must have one entry per history row")
-    forgot = forget_conf <= threshold
-    learned = relearn_conf >= threshold
+    forgot = forget_conf <= threshold if inclusive else forget_conf < threshold
+    learned = relearn_conf >= threshold if inclusive else relearn_conf > threshold
+    learned_by_ft = (forget_conf[0] >= threshold) if inclusive else (forget_conf[0] > threshold)
     if not include_epoch0:
         forgot = forgot & (f_ep != 0)[:, None]
         learned = learned & (r_ep != 0)[:, None]
     forget_t, ever_forgot = _first_epoch(forgot, f_ep)
     learn_t, ever_learned = _first_epoch(learned, r_ep)
-    return forget_t, learn_t, ever_forgot & ever_learned
+    return forget_t, learn_t, learned_by_ft & ever_forgot & ever_learned
 
 
 def _aligned_histories(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -128,24 +139,19 @@ def _aligned_histories(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     )
 
 
-def _task_times(run_dirs, threshold, include_epoch0):
-    """Yields ``(task, forget_t, learn_t, mask)`` for each single-task run with a relearn phase."""
+def _task_times(run_dirs, threshold, include_epoch0, inclusive=True):
+    """Yields ``(task, forget_t, learn_t, mask, learned_by_ft, relearn_cap)`` for each
+    single-task run with a relearn phase."""
     for run, results in rundir.single_task_runs(run_dirs):
         if not (run / "predictions" / "epochs" / "relearn.npz").is_file():
             logging.warning("skipping %s: no relearn history (relearning not enabled)", run)
             continue
         f_conf, r_conf, f_ep, r_ep = _aligned_histories(run)
-        yield (
-            results["task"],
-            *forget_learn_times(
-                f_conf,
-                r_conf,
-                threshold,
-                forget_epochs=f_ep,
-                relearn_epochs=r_ep,
-                include_epoch0=include_epoch0,
-            ),
-        )
+        times = forget_learn_times(f_conf, r_conf, threshold, forget_epochs=f_ep,
+                                   relearn_epochs=r_ep, include_epoch0=include_epoch0,
+                                   inclusive=inclusive)
+        learned_by_ft = f_conf[0] >= threshold if inclusive else f_conf[0] > threshold
+        yield results["task"], *times, learned_by_ft, int(np.max(r_ep))
 
 
 def order_table(
@@ -153,35 +159,46 @@ def order_table(
     threshold: float = THRESHOLD,
     min_examples: int = MIN_EXAMPLES,
     include_epoch0: bool = True,
+    inclusive: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per task: qualifying example count and Spearman(forget time, learn time).
+    """Per task: example counts and Spearman(forget time, learn time).
 
     Args:
         run_dirs: run directories; complete single-task runs with a relearn phase are used.
         threshold: confidence threshold for forgotten (<=) and learned (>=).
         min_examples: a task is plotted only with MORE than this many qualifying examples.
         include_epoch0: see module docstring.
+        inclusive: see module docstring.
 
     Returns:
-        Rows sorted by task: ``task, n_examples, n_never_forgotten, n_never_learned,
-        n_qualifying, spearman_r, spearman_p, plotted``.
+        Rows sorted by task: ``task, n_examples, n_not_learned_by_finetuning,
+        n_never_forgotten, n_never_relearned, relearn_cap_epochs, n_qualifying, spearman_r,
+        spearman_p, n_qualifying_no_epoch0, spearman_r_no_epoch0, spearman_p_no_epoch0,
+        plotted``; the never-forgotten/relearned counts are over the examples learned by
+        fine-tuning.
     """
     rows = []
-    for task, forget_t, learn_t, mask in _task_times(run_dirs, threshold, include_epoch0):
+    for task, forget_t, learn_t, mask, ft_ok, cap in _task_times(
+            run_dirs, threshold, include_epoch0, inclusive):
         r, p = correlate(forget_t[mask], learn_t[mask], "spearman")
+        nz = mask & (forget_t > 0) & (learn_t > 0)
+        r0, p0 = correlate(forget_t[nz], learn_t[nz], "spearman")
         n_q = int(mask.sum())
-        rows.append(
-            {
-                "task": task,
-                "n_examples": int(mask.size),
-                "n_never_forgotten": int((forget_t < 0).sum()),
-                "n_never_learned": int((learn_t < 0).sum()),
-                "n_qualifying": n_q,
-                "spearman_r": r,
-                "spearman_p": p,
-                "plotted": n_q > min_examples,
-            }
-        )
+        rows.append({
+            "task": task,
+            "n_examples": int(mask.size),
+            "n_not_learned_by_finetuning": int((~ft_ok).sum()),
+            "n_never_forgotten": int((ft_ok & (forget_t < 0)).sum()),
+            "n_never_relearned": int((ft_ok & (forget_t >= 0) & (learn_t < 0)).sum()),
+            "relearn_cap_epochs": cap,
+            "n_qualifying": n_q,
+            "spearman_r": r,
+            "spearman_p": p,
+            "n_qualifying_no_epoch0": int(nz.sum()),
+            "spearman_r_no_epoch0": r0,
+            "spearman_p_no_epoch0": p0,
+            "plotted": n_q > min_examples,
+        })
     return rows
 
 
@@ -193,6 +210,7 @@ def plot_orders(
     min_examples: int = MIN_EXAMPLES,
     include_epoch0: bool = True,
     jitter: float = 0.3,
+    inclusive: bool = True,
 ) -> Path:
     """Figure 5.1: jittered forget time (x) vs learn time (y), one panel per plotted task.
 
@@ -204,6 +222,7 @@ def plot_orders(
         min_examples: tasks with no more than this many qualifying examples are left out.
         include_epoch0: see module docstring.
         jitter: half-width of the uniform jitter, in epochs.
+        inclusive: see module docstring.
 
     Returns:
         The written path.
@@ -213,7 +232,7 @@ def plot_orders(
     rng = np.random.default_rng(seed)
     panels = [
         (task, f[m], lt[m])
-        for task, f, lt, m in _task_times(run_dirs, threshold, include_epoch0)
+        for task, f, lt, m, *_ in _task_times(run_dirs, threshold, include_epoch0, inclusive)
         if m.sum() > min_examples
     ]
     ncols = max(1, min(4, len(panels)))
