@@ -164,7 +164,7 @@ def test_predictor_correlations_match_hand_values(sweep):
 
 
 def test_example_level_matches_hand_values(sweep):
-    rows = {r["task"]: r for r in predictors.example_level(sweep)}
+    rows = {r["task"]: r for r in predictors.example_level(sweep, "train")}
     assert sorted(rows) == ["alpha", "beta", "gamma"]
     # alpha: the 0.4 group was never right (excluded); of 90, groups 0.8 and 0.7 are forgotten.
     # flag deviations (-2/3 x30, 1/3 x60), confidence deviations (0.1, 0, -0.1) x30:
@@ -186,7 +186,8 @@ def test_order_table(sweep):
     rows = {r["task"]: r for r in orders.order_table(sweep)}
     assert sorted(rows) == ["alpha", "beta"]  # gamma has no relearn history
     a, b = rows["alpha"], rows["beta"]
-    assert (a["n_never_forgotten"], a["n_never_learned"], a["n_qualifying"]) == (10, 5, 105)
+    assert (a["n_never_forgotten"], a["n_never_relearned"], a["n_qualifying"]) == (10, 5, 105)
+    assert (a["n_not_learned_by_finetuning"], a["relearn_cap_epochs"]) == (0, 4)
     assert a["plotted"] is True
     # learn time = 4 - forget time for every example (despite the reversed relearn order).
     assert a["spearman_r"] == pytest.approx(-1.0)

@@ -26,8 +26,12 @@ Choices the report must state:
 * Correlations are Pearson and Spearman (scipy.stats) with two-sided p-values; with fewer than
   3 points or a constant column they are reported as NaN instead of raising or warning.
 * Example level (paper: "confidence is not predictive of example-level forgetting"): within
-  each task, over the TRAIN examples that the fine-tuned model gets right, an example is
-  forgotten when the forgotten model gets it wrong. We restrict to examples correct after
+  each task, over the held-out TEST examples that the fine-tuned model gets right, an example
+  is forgotten when the forgotten model gets it wrong. Not the forget (TRAIN) set by default:
+  there the post-forgetting correctness is driven by the last random label drawn for the
+  example, not by forgetting; ``example_level(split="train")`` is kept as a labelled secondary
+  table. A forget cell's fine-tuned test predictions may live in the ``ft-*`` cell it started
+  from (``init_from``); they are read there. We restrict to examples correct after
   fine-tuning because an example that was never right cannot be forgotten; correlating over
   all examples would mostly rediscover "confidence > 0.5 means correct". We report the
   point-biserial correlation (Pearson with a binary variable) and Spearman of fine-tuned
@@ -36,6 +40,7 @@ Choices the report must state:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -206,29 +211,45 @@ def forgotten_examples(
     return np.asarray(conf, dtype=np.float64), np.asarray(flag, dtype=bool)
 
 
-def example_level(run_dirs: Iterable[str | Path], split: str = "train") -> list[dict[str, Any]]:
+def _predictions_or_init(run: Path, results: Mapping[str, Any], phase: str, task: str,
+                         split: str) -> list[dict[str, Any]]:
+    """``read_predictions`` of the run, else of the run it started from (``init_from``)."""
+    if (run / "predictions" / phase / f"{task}.{split}.jsonl").is_file():
+        return rundir.read_predictions(run, phase, task, split)
+    init = results.get("init_from")
+    if not init:
+        try:
+            init = json.loads((run / "config.json").read_text(encoding="utf-8")).get("init_from")
+        except (OSError, ValueError, AttributeError):
+            init = None
+    return rundir.read_predictions(Path(init) if init else run, phase, task, split)
+
+
+def example_level(run_dirs: Iterable[str | Path], split: str = "test") -> list[dict[str, Any]]:
     """Per task, does fine-tuned confidence predict which examples are forgotten?
 
     Args:
         run_dirs: run directories; only complete single-task runs are used.
-        split: the split whose examples are analysed (the forgetting procedure trains on train).
+        split: the split whose examples are analysed: ``test`` (held out, the default) or
+            ``train`` (the forget set; see the module docstring).
 
     Returns:
-        Rows ``task, n, n_forgotten, pointbiserial_r, pointbiserial_p, spearman_r, spearman_p``
-        where ``n`` counts the examples correct after fine-tuning.
+        Rows ``task, split, n, n_forgotten, pointbiserial_r, pointbiserial_p, spearman_r,
+        spearman_p`` where ``n`` counts the examples correct after fine-tuning.
     """
     rows = []
     for run, results in rundir.single_task_runs(run_dirs):
         task = results["task"]
         conf, flag = forgotten_examples(
-            rundir.read_predictions(run, "finetuned", task, split),
-            rundir.read_predictions(run, "forgotten", task, split),
+            _predictions_or_init(run, results, "finetuned", task, split),
+            _predictions_or_init(run, results, "forgotten", task, split),
         )
         pb_r, pb_p = correlate(flag.astype(float), conf, "pearson")
         sp_r, sp_p = correlate(flag.astype(float), conf, "spearman")
         rows.append(
             {
                 "task": task,
+                "split": split,
                 "n": int(flag.size),
                 "n_forgotten": int(flag.sum()),
                 "pointbiserial_r": pb_r,
