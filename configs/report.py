@@ -16,12 +16,19 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = common.parse_arg(arg, root="", paper_dir="", n_bootstrap=1000, seed=0)
+    a = common.parse_arg(arg, root="", paper_dir="", n_bootstrap=1000, seed=0,
+                         order_inclusive=True, include_epoch0=True, variance_phase="finetuned")
     config = ml_collections.ConfigDict()
     config.job = "report"
     config.root = a.root  # the sweep root; "" = --workdir
     config.paper_dir = a.paper_dir  # holds appendix_b_llama2_7b.csv; "" = <repo>/../shared/paper
     config.n_bootstrap = a.n_bootstrap  # bootstrap resamples per 95% interval
     config.seed = a.seed  # bootstrap seed
+    # Paper ambiguities (defaults = its most likely reading; report.md's "Choices" lists them):
+    config.order_inclusive = a.order_inclusive  # §5: <= 0.6 forgotten, >= 0.6 learned (False:
+    #   strict < / >, the Fig. 5.1 caption)
+    config.include_epoch0 = a.include_epoch0  # a phase's starting state may be the forget time
+    config.variance_phase = a.variance_phase  # Fig 4.1 total variance: finetuned | pretrained
+    # (the activation layer is a run-time field, activations.layer, default -5)
     config.lock()
     return config

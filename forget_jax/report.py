@@ -5,18 +5,21 @@ Command lines::
   python main.py --config=configs/report.py --workdir=<sweep root>
   python -m forget_jax.report <sweep root> [--paper_dir ../shared/paper] [--n_bootstrap 1000]
 
-Every value in a table is read from a cell's results.json. The only numbers computed here are
-95% percentile-bootstrap intervals over test examples (``forget_jax.analysis.stats``) from the
-``correct`` fields of ``predictions/<phase>/<task>.test.jsonl``, shown as error bars and ``_lo``/
-``_hi`` columns. Cells are found by their CONTRACT.md names under ``<root>/runs/``:
-``forget-<A>-on-<B>`` (random labels; ``A == B`` is a single-task run), ``flip-<A>-on-<B>``,
-``forget-<t>-n<k>`` (small training set) and the ``ft-*`` cells they start from.
+Every point value in a table is read from a cell's results.json (a mean over seeds where a
+cell has several). The only numbers computed here are 95% percentile-bootstrap intervals
+(``forget_jax.analysis.stats``) from the ``correct`` fields of the predictions files, shown as
+error bars and ``_lo``/``_hi`` columns, and the significance gate of the forget ratio
+(``forget_jax.report_tables``). Cells are found by their CONTRACT.md names under
+``<root>/runs/``: ``forget-<A>-on-<B>`` (paper-literal; ``A == B`` is a single-task run),
+``fixed-<A>-on-<B>`` (fixed budget), ``flip-<A>-on-<B>``, ``forget-<t>-n<k>`` (small forget
+set) and the ``ft-*`` cells they start from, each optionally ``-s<seed>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import re
@@ -24,116 +27,58 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from forget_jax import report_tables as tables
 from forget_jax import sweep
 from forget_jax.analysis import cross_task, rundir, stats
 from forget_jax.analysis.cross_task import Run
 
 FIGURES = ("fig3_1_accuracy_arrows", "fig3_1_forget_gap", "fig3_1_forget_ratio",
-           "fig3_2_cross_task", "fig4_1_predictors", "fig5_1_orders", "fig6_1_probes",
-           "appC_flipped")
-PHASES = ("pretrained", "finetuned", "forgotten")
+           "fig3_2_cross_task", "fig3_2_cross_task_fixed", "fig4_1_predictors", "fig5_1_orders",
+           "fig6_1_probes", "appC_flipped")
+PHASES = tables.PHASES
+task_order = tables.task_order
 PAPER_CSV = "appendix_b_llama2_7b.csv"
 DIAGONAL = ("single", "cross_task", "size")  # experiments that make forget-<t>-on-<t> cells
 
 
-def task_order(tasks: Sequence[str] | set[str]) -> list[str]:
-    """Tasks in the paper's order (Appendix B), unknown ones after, alphabetically."""
-    known = [t for t in sweep.PAPER_TASKS if t in tasks]
-    return known + sorted(set(tasks) - set(known))
+@dataclasses.dataclass(frozen=True)
+class Choices:
+    """Readings of the paper's ambiguities (configs/report.py; defaults = most likely reading).
 
+    Attributes:
+        order_inclusive: §5 text (<= 0.6 forgotten, >= 0.6 learned) vs strict (Fig. 5.1 caption).
+        include_epoch0: whether a phase's starting state can be the forget/learn time.
+        variance_phase: whose hidden states give the total variance (Fig. 4.1).
+    """
 
-def _acc_ci(ivs: stats.PredictionIntervals, run: Run, phase: str) -> stats.Interval | None:
-    return ivs.accuracy(run.predictions(phase), run.acc(phase), f"{run.name} {phase}")
+    order_inclusive: bool = True
+    include_epoch0: bool = True
+    variance_phase: str = "finetuned"
 
-
-def _ratio_ci(ivs: stats.PredictionIntervals, run: Run) -> stats.Interval | None:
-    return ivs.ratio(run.predictions("finetuned"), run.predictions("forgotten"),
-                     run.results.get("forget_mode", "random"))
-
-
-def _with_ci(row: dict[str, Any], key: str, value: Any, ci: stats.Interval | None,
-             shift: float = 0.0) -> None:
-    row[key] = value
-    row[f"{key}_lo"] = "" if ci is None else ci.lo - shift
-    row[f"{key}_hi"] = "" if ci is None else ci.hi - shift
-
-
-def single_task_rows(runs: Mapping[str, Run], ivs: stats.PredictionIntervals
-                     ) -> list[dict[str, Any]]:
-    """single_task.csv: one row per complete ``forget-<t>-on-<t>`` cell (Fig. 3.1)."""
-    diag = {r.b: r for r in runs.values() if r.kind == "forget" and r.a == r.b and r.complete}
-    rows = []
-    for t in task_order(list(diag)):
-        r = diag[t]
-        row: dict[str, Any] = {"task": t, "cell": r.name,
-                               "n_test": r.results.get("n_examples", {}).get("test", "")}
-        for phase in PHASES:
-            _with_ci(row, f"{phase}_acc", r.acc(phase), _acc_ci(ivs, r, phase))
-        _with_ci(row, "forget_gap", r.results.get("forget_gap"), _acc_ci(ivs, r, "forgotten"), 0.5)
-        ratio = r.results.get("forget_ratio")  # absent when fine-tuning did not beat chance
-        _with_ci(row, "forget_ratio", ratio, None if ratio is None else _ratio_ci(ivs, r))
-        epochs = r.results.get("epochs", {})
-        row["epochs_finetune"], row["epochs_forget"] = epochs.get("finetune"), epochs.get("forget")
-        rows.append(row)
-    return rows
-
-
-def _err(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
-    """``[2, n]`` error-bar lengths (0 where an interval is missing)."""
-    out = np.zeros((2, len(rows)))
-    for i, r in enumerate(rows):
-        if r[f"{key}_lo"] != "" and r[key] is not None:
-            out[:, i] = max(r[key] - r[f"{key}_lo"], 0.0), max(r[f"{key}_hi"] - r[key], 0.0)
-    return out
-
-
-def _vals(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
-    return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=np.float64)
-
-
-def plot_single_task(rows: Sequence[Mapping[str, Any]], fig_dir: Path) -> list[Path]:
-    """Figure 3.1: accuracy arrows, forget-gap bars and forget-ratio bars, with 95% CIs."""
-    from matplotlib.figure import Figure
-
-    tasks = [r["task"] for r in rows]
-    x = np.arange(len(rows))
-    width = max(6.0, 0.55 * len(rows) + 2)
-    fig = Figure(figsize=(width, 4.2))
-    ax = fig.subplots()
-    pre, ft, fo = (_vals(rows, f"{p}_acc") for p in PHASES)
-    dx = 0.22  # pretrained at x - dx, fine-tuned at x, forgotten at x + dx
-    for i in x:
-        for (x0, y0), (x1, y1), c in (((i - dx, pre[i]), (i, ft[i]), "tab:blue"),
-                                      ((i, ft[i]), (i + dx, fo[i]), "tab:red")):
-            if not np.isnan(y0) and not np.isnan(y1):
-                ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={
-                    "arrowstyle": "-|>", "color": c, "lw": 1.6, "shrinkA": 3, "shrinkB": 3})
-    for key, off, c, label in (("pretrained_acc", -dx, "gray", "pretrained"),
-                               ("finetuned_acc", 0.0, "tab:blue", "fine-tuned"),
-                               ("forgotten_acc", dx, "tab:red", "after forgetting")):
-        ax.errorbar(x + off, _vals(rows, key), yerr=_err(rows, key), fmt="o", ms=3.5, color=c,
-                    capsize=2, lw=0.8, label=label)
-    ax.axhline(0.5, color="k", ls="--", lw=0.8)
-    ax.set_xticks(x, tasks, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy (95% CI)")
-    ax.set_title("Single-task forgetting: pretrained -> fine-tuned -> forgotten (Fig. 3.1)")
-    ax.legend(fontsize=7, loc="lower left")
-    paths = [rundir.save_figure(fig, fig_dir / "fig3_1_accuracy_arrows.png")]
-    for key, name, label in (
-            ("forget_gap", "fig3_1_forget_gap", "forget gap = acc after forgetting - 0.5"),
-            ("forget_ratio", "fig3_1_forget_ratio", "forget ratio (1 = fully forgotten)")):
-        fig = Figure(figsize=(width, 3.6))
-        ax = fig.subplots()
-        ax.bar(x, _vals(rows, key), yerr=_err(rows, key), capsize=2,
-               color="tab:orange" if key == "forget_gap" else "tab:purple")
-        ax.axhline(0.0, color="k", lw=0.8)
-        ax.set_xticks(x, tasks, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel(label + " (95% CI)", fontsize=8)
-        ax.set_title(f"{key.replace('_', ' ').capitalize()} per task (Fig. 3.1)")
-        paths.append(rundir.save_figure(fig, fig_dir / f"{name}.png"))
-    return paths
+    def markdown(self) -> str:
+        return (
+            "- Order thresholds (Fig. 5.1): "
+            + ("inclusive, <= 0.6 forgotten / >= 0.6 learned (§5 text)" if self.order_inclusive
+               else "strict, < 0.6 forgotten / > 0.6 learned (Fig. 5.1 caption)")
+            + " (`order_inclusive`).\n"
+            f"- Epoch 0 may be a forget/learn time: {self.include_epoch0} (`include_epoch0`); "
+            "orders.csv also gives the correlation without the examples whose time is 0.\n"
+            f"- Total variance read from the {self.variance_phase} model (`variance_phase`).\n"
+            "- Activation layer: a run-time field (`activations.layer`, default -5, \"fifth to "
+            "last\" per the Fig. 4.1 caption; the text once says \"penultimate\"); predictors.csv "
+            "records the layer each run saved.\n"
+            f"- Heatmap colour range fixed to [{cross_task.VMIN}, {cross_task.VMAX}] for every "
+            "matrix; a value outside it gets the end colour and a `*`.\n"
+            "- Forget ratio gate: reported only where the fine-tuned test accuracy's 95% "
+            "bootstrap lower bound is > 0.5 (flipped: the same condition, denominator 2 ft - 1); "
+            f"otherwise `{cross_task.UNDEFINED}`. Over seeds, the lower bound is the "
+            "hierarchical one. `forget_ratio_n_undefined_draws` counts the bootstrap draws whose "
+            "denominator was <= 0 (the interval is over the other draws).\n"
+            "- Seeds: point values are means over a group's seeds (cells differing only in "
+            "`-s<k>`); intervals are a hierarchical bootstrap (resample seeds, then test examples "
+            "within each drawn seed, average over the drawn seeds), so they include the seed "
+            "variance; per-seed rows are in `single_task_per_seed.csv` and "
+            "`cross_task_cells.csv`.\n")
 
 
 def read_paper(paper_dir: Path, notes: list[str]) -> dict[str, dict[str, str]]:
@@ -144,26 +89,6 @@ def read_paper(paper_dir: Path, notes: list[str]) -> dict[str, dict[str, str]]:
         return {}
     with path.open(encoding="utf-8", newline="") as f:
         return {row["task"]: row for row in csv.DictReader(f)}
-
-
-def size_rows(runs: Mapping[str, Run], ivs: stats.PredictionIntervals,
-              paper: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
-    """size_100_vs_1000.csv: forget accuracy with the small vs the default training set."""
-    small = {r.b: r for r in runs.values() if r.kind == "forget_small" and r.complete}
-    large = {r.b: r for r in runs.values() if r.kind == "forget" and r.a == r.b and r.complete}
-    rows = []
-    for t in task_order(list(small)):
-        row: dict[str, Any] = {"task": t}
-        for tag, r in (("small", small[t]), ("large", large.get(t))):
-            row[f"ours_n_train_{tag}"] = "" if r is None else r.results.get(  # forget set
-                "n_forget_train", r.results.get("n_examples", {}).get("train", ""))
-            _with_ci(row, f"ours_forget_acc_{tag}", None if r is None else r.acc("forgotten"),
-                     None if r is None else _acc_ci(ivs, r, "forgotten"))
-            row[f"ours_forget_ratio_{tag}"] = "" if r is None else r.results.get("forget_ratio")
-        for k in ("forget_acc_100", "forget_acc_1000"):
-            row[f"paper_{k}"] = float(paper[t][k]) if t in paper else ""
-        rows.append(row)
-    return rows
 
 
 def _fmt(v: Any) -> str:
@@ -192,37 +117,46 @@ def _stated(module: Any) -> str:
     return f"\nChoices (from `{module.__name__}`):\n\n{choices.strip()}\n" if found else ""
 
 
-def _predictors(dirs: Sequence[Path], fig: Path, table: Path, seed: int) -> str:
+def _predictors(dirs: Sequence[Path], fig: Path, table: Path, seed: int,
+                choices: Choices) -> str:
     from forget_jax.analysis import predictors
 
-    rows = predictors.predictor_table(dirs)
+    rows = predictors.predictor_table(dirs, variance_phase=choices.variance_phase)
     corr = predictors.predictor_correlations(rows)
     rundir.write_csv(rows, table)
     predictors.plot_predictors(rows, corr, fig)
-    ex_table = table.with_name(table.stem + "_example_level.csv")
-    text = ("\nExample level, per task: fine-tuned confidence vs. forgotten (wrong after "
-            "forgetting) over the training examples the fine-tuned model got right ")
-    try:
-        examples = predictors.example_level(dirs)
-    except rundir.RunDirError as e:  # e.g. no forgotten train predictions: say so, keep Fig 4.1
-        text += f"skipped: {e}\n"
-    else:
-        rundir.write_csv(examples, ex_table)
-        text += f"([`tables/{ex_table.name}`](tables/{ex_table.name})):\n\n" + md_table(examples)
+    text = ""
+    for split, what in (("test", "held-out TEST examples (primary)"),
+                        ("train", "forget-set (TRAIN) examples (secondary: their post-forgetting "
+                                  "correctness follows the last random label drawn)")):
+        ex_table = table.with_name(table.stem + ("_example_level.csv" if split == "test" else
+                                                 "_example_level_train.csv"))
+        text += (f"\nExample level, per task, on the {what}: fine-tuned confidence vs. "
+                 "forgotten (wrong after forgetting) over the examples the fine-tuned model got "
+                 "right ")
+        try:
+            examples = predictors.example_level(dirs, split)
+        except rundir.RunDirError as e:  # e.g. no forgotten predictions: say so, keep Fig 4.1
+            text += f"skipped: {e}\n"
+        else:
+            rundir.write_csv(examples, ex_table)
+            text += f"([`tables/{ex_table.name}`](tables/{ex_table.name})):\n\n" + md_table(
+                examples)
     return ("Correlation of each predictor with the forget ratio across tasks:\n\n"
             + md_table(corr) + text + _stated(predictors))
 
 
-def _orders(dirs: Sequence[Path], fig: Path, table: Path, seed: int) -> str:
+def _orders(dirs: Sequence[Path], fig: Path, table: Path, seed: int, choices: Choices) -> str:
     from forget_jax.analysis import orders
 
-    rows = orders.order_table(dirs)
+    kw = {"inclusive": choices.order_inclusive, "include_epoch0": choices.include_epoch0}
+    rows = orders.order_table(dirs, **kw)
     rundir.write_csv(rows, table)
-    orders.plot_orders(dirs, fig, seed=seed)
+    orders.plot_orders(dirs, fig, seed=seed, **kw)
     return md_table(rows) + _stated(orders)
 
 
-def _probes(dirs: Sequence[Path], fig: Path, table: Path, seed: int) -> str:
+def _probes(dirs: Sequence[Path], fig: Path, table: Path, seed: int, choices: Choices) -> str:
     from forget_jax.analysis import probes
 
     rows = probes.probe_table(dirs)
@@ -246,7 +180,8 @@ ANALYSES: tuple[tuple[str, str, str, tuple[str, ...], str, Callable[..., str]], 
 )
 
 
-def run_analyses(diag: Sequence[Run], out: Path, seed: int) -> dict[str, str]:
+def run_analyses(diag: Sequence[Run], out: Path, seed: int, choices: Choices = Choices()
+                 ) -> dict[str, str]:
     """Runs each analysis on the single-task cells that have its inputs; never raises.
 
     Returns:
@@ -264,7 +199,8 @@ def run_analyses(diag: Sequence[Run], out: Path, seed: int) -> dict[str, str]:
                            f"cells with {how}.")
             continue
         try:
-            body = fn(ready, out / "figures" / f"{fig}.png", out / "tables" / table, seed)
+            body = fn(ready, out / "figures" / f"{fig}.png", out / "tables" / table, seed,
+                      choices)
         except Exception as e:  # an analysis failure must not take the report down
             logging.exception("report: %s failed", fig)
             bodies[fig] = f"failed: {type(e).__name__}: {e}"
@@ -338,24 +274,58 @@ def _made_by(index: Mapping[str, Any] | None, experiments: Sequence[str], report
 READING = (
     "**Cross-task cell A -> B (our reading of Section 3).** Start from the checkpoint fine-tuned "
     "on B (cell `ft-<B>`), run the forget phase on A's training set with random labels, and "
-    "evaluate on B's test role. B's forget ratio uses B's fine-tuned accuracy, and the forget "
-    "stop rule (test accuracy < 0.5) watches B. The diagonal A = B is the single-task experiment "
-    "(the very same `forget-<t>-on-<t>` cells).\n")
+    "evaluate on B's test role. B's forget ratio uses B's fine-tuned accuracy. The diagonal "
+    "A = B is the single-task experiment (the very same `forget-<t>-on-<t>` cells).\n\n"
+    "**Two protocols.** *Paper-literal* (`forget-<A>-on-<B>`, Fig. 3.2): the forget phase stops "
+    "when B's test accuracy falls below 0.5, as in the paper. It is the paper's protocol, but the "
+    "stop watches the evaluated task, so part of \"forgetting is determined by the evaluated "
+    "task\" is built into it: each column gets its own budget. *Fixed budget* "
+    "(`fixed-<A>-on-<B>`): the same number of forget epochs everywhere, no test-based stop; the "
+    "fair test of that claim. Compare the eval-task vs forget-task shares of the two matrices.\n\n"
+    "**Forget set vs test.** `forget_set_acc` / `forget_set_confidence` are the forget (training) "
+    "set's accuracy and mean gold confidence after forgetting. A forget set at chance with test "
+    "accuracy still high is \"unforgettable\" generalization; a forget set still fitted to its "
+    "original labels means the forget phase was too short (undertrained), not unforgettable.\n")
 SIZE_READING = (
-    "Our reading of Appendix B: in the small setting both phases use the small training set "
-    "(`ft-<t>-n100` fine-tunes on it, `forget-<t>-n100` forgets on it); the large setting is the "
-    "single-task run. The paper states only that 100 examples are used for forgetting. "
-    "`ours_n_train_*` is the training-set size each run actually used (a `runlocal` budget caps "
-    "it). Paper columns: Llama-2-7B, Appendix B.\n")
+    "Small setting: `forget-<t>-n<k>` starts from the large fine-tuned cell (`init_from_small`) "
+    "and forgets on a k-example subset; large setting: the single-task `forget-<t>-on-<t>`. Both "
+    "start from the same fine-tuned model, so `finetuned_acc` is shown once. `ours_n_train_*` is "
+    "the forget-set size each run used (results.json `n_forget_train`). Paper columns: "
+    "Llama-2-7B, Appendix B.\n")
 
 
 def _section(title: str, body: str) -> str:
     return f"## {title}\n\n{body}\n"
 
 
+_SINGLE_COLS = ["task", "n_seeds", "finetuned_acc", "ft_gain_significant", "forgotten_acc",
+                "forget_set_acc", "forget_set_confidence", "forget_gap", "forget_ratio",
+                "epochs_forget", "forget_stop_rule", "params_changed_finetune",
+                "params_changed_forget"]
+
+
+def _matrix_section(m: cross_task.Matrix | None, out: Path, fig: str, table: str,
+                    what: str) -> str:
+    """Heatmap, table and variance shares of one cross-task matrix (or a skipped line)."""
+    if m is None:
+        return f"\n{fig}: skipped: no complete {what} cells with A != B.\n"
+    ordered = cross_task.upgma_ordered(m)
+    rundir.write_csv(cross_task.matrix_table(ordered), out / "tables" / table)
+    cross_task.plot_cross_task(ordered, out / "figures" / f"{fig}.png")
+    shares = cross_task.effect_shares(m)
+    return (f"\n![{fig}](figures/{fig}.png)\n\nTable: [`tables/{table}`](tables/{table}) "
+            "(rows: forget task A; columns: eval task B; mean over seeds).\n\n"
+            + md_table(cross_task.matrix_table(ordered))
+            + "\nShare of the matrix's sum of squares explained by the eval task (columns) "
+            "vs the forget task (rows): "
+            + (", ".join(f"{k} {v:.2f}" for k, v in shares.items()) if shares else
+               "n/a (missing or undefined cells)") + ".\n\nOwn-task vs other-task forgetting "
+            "per eval task:\n\n" + md_table(cross_task.diagonal_summary(m)))
+
+
 def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
                  n_bootstrap: int = stats.N_RESAMPLES, seed: int = 0,
-                 report_cmd: str = "") -> Path:
+                 report_cmd: str = "", choices: Choices = Choices()) -> Path:
     """Writes ``<root>/report/`` (report.md, figures/, tables/) from the cells on disk.
 
     Args:
@@ -364,6 +334,7 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
         n_bootstrap: bootstrap resamples per interval.
         seed: bootstrap (and plotting jitter) seed.
         report_cmd: the command line shown as the maker of figures and tables.
+        choices: readings of the paper's ambiguities.
 
     Returns:
         The path of report.md.
@@ -382,61 +353,65 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
     ivs = stats.PredictionIntervals(n_bootstrap, seed, notes)
     md = [f"# Unforgettable generalization: report of `{root}`\n",
           f"Sweep: `{(index or {}).get('name', '(no sweep.json)')}`. Intervals: 95% percentile "
-          f"bootstrap over test examples ({n_bootstrap} resamples, seed {seed}) from "
-          "`predictions/<phase>/<task>.test.jsonl`; every point value is read from the cells' "
-          "results.json.\n", READING]
+          f"bootstrap ({n_bootstrap} resamples, seed {seed}) over test examples from "
+          "`predictions/<phase>/<task>.test.jsonl` (forget set: "
+          "`predictions/forgotten/<forget_set.split>.jsonl`), hierarchical over seeds; every "
+          "point value is read from the cells' results.json.\n", READING,
+          _section("Choices", choices.markdown())]
 
-    single = single_task_rows(runs, ivs)
+    single = tables.single_task_rows(runs, ivs)
     body = _made_by(index, DIAGONAL, report_cmd)
     if single:
         rundir.write_csv(single, out / "tables" / "single_task.csv")
-        plot_single_task(single, out / "figures")
+        rundir.write_csv(tables.single_task_rows(runs, ivs, per_seed=True),
+                         out / "tables" / "single_task_per_seed.csv")
+        tables.plot_single_task(single, out / "figures")
         body += "".join(f"\n![{f}](figures/{f}.png)\n" for f in FIGURES[:3])
-        body += "\nTable: [`tables/single_task.csv`](tables/single_task.csv)\n\n" + md_table(
-            single, ["task", "pretrained_acc", "finetuned_acc", "forgotten_acc", "forget_gap",
-                     "forget_ratio", "epochs_finetune", "epochs_forget"])
+        body += ("\nTable: [`tables/single_task.csv`](tables/single_task.csv) (mean over seeds; "
+                 "per seed: [`tables/single_task_per_seed.csv`](tables/single_task_per_seed.csv))"
+                 "\n\n" + md_table(single, _SINGLE_COLS))
     else:
         body += "".join(f"\n{f}: skipped: no complete `forget-<t>-on-<t>` cells.\n"
                         for f in FIGURES[:3])
     md.append(_section("Fig. 3.1: single-task forgetting", body))
 
-    random_m = cross_task.ratio_matrix(runs, "forget", task_order)
-    body = _made_by(index, ("cross_task",), report_cmd)
-    if random_m is not None:
-        ordered = cross_task.upgma_ordered(random_m)
-        rundir.write_csv(cross_task.matrix_table(ordered),
-                         out / "tables" / "cross_task_forget_ratio.csv")
-        cross_task.plot_cross_task(ordered, out / "figures" / "fig3_2_cross_task.png")
-        body += ("\n![fig3_2_cross_task](figures/fig3_2_cross_task.png)\n\nTable: "
-                 "[`tables/cross_task_forget_ratio.csv`](tables/cross_task_forget_ratio.csv) "
-                 "(rows: forget task A; columns: eval task B).\n\nOrdering: rows and columns "
-                 "separately by UPGMA (`scipy.cluster.hierarchy.linkage(method='average')`), "
-                 "euclidean distance between rows (resp. columns) of the forget-ratio matrix; "
-                 "missing cells filled by their column mean for the clustering only.\n\n"
-                 + md_table(cross_task.matrix_table(ordered)))
-        shares = cross_task.effect_shares(random_m)
-        body += ("\nShare of the matrix's sum of squares explained by the eval task (columns) "
-                 "vs the forget task (rows): "
-                 + (", ".join(f"{k} {v:.2f}" for k, v in shares.items()) if shares else
-                    "n/a (incomplete matrix)") + ".\n\nOwn-task vs other-task forgetting per "
-                 "eval task:\n\n" + md_table(cross_task.diagonal_summary(random_m)))
-    else:
-        body += "\nfig3_2_cross_task: skipped: no complete `forget-<A>-on-<B>` cells with A != B.\n"
+    body = _made_by(index, ("cross_task",), report_cmd) + (
+        "\nOrdering: rows and columns separately by UPGMA "
+        "(`scipy.cluster.hierarchy.linkage(method='average')`), euclidean distance between rows "
+        "(resp. columns) of the forget-ratio matrix; missing or undefined cells filled by their "
+        "column mean for the clustering only.\n\n### Paper-literal (stop when B's test < 0.5)\n")
+    random_m = tables.ratio_matrix(runs, "forget", ivs)
+    body += _matrix_section(random_m, out, "fig3_2_cross_task", "cross_task_forget_ratio.csv",
+                            "`forget-<A>-on-<B>`")
+    body += "\n### Fixed budget (no test-based stop)\n"
+    body += _matrix_section(tables.ratio_matrix(runs, "fixed", ivs), out,
+                            "fig3_2_cross_task_fixed", "cross_task_forget_ratio_fixed.csv",
+                            "`fixed-<A>-on-<B>`")
+    cells = tables.cross_task_cells(runs, ivs)
+    if cells:
+        rundir.write_csv(cells, out / "tables" / "cross_task_cells.csv")
+        body += ("\n### Every cell: forget set vs test\n\nTable: "
+                 "[`tables/cross_task_cells.csv`](tables/cross_task_cells.csv) (one row per cell "
+                 "and seed)\n\n" + md_table(cells, [
+                     "forget_task", "eval_task", "variant", "seeds", "finetuned_acc",
+                     "forgotten_acc", "forget_set_acc", "forget_set_confidence", "forget_ratio",
+                     "epochs_forget", "forget_stop_rule"]))
     md.append(_section("Fig. 3.2: cross-task forgetting", body))
 
-    size = size_rows(runs, ivs, read_paper(paper_dir, notes))
+    size = tables.size_rows(runs, ivs, read_paper(paper_dir, notes))
     body = _made_by(index, ("size",), report_cmd) + "\n" + SIZE_READING
     if size:
         rundir.write_csv(size, out / "tables" / "size_100_vs_1000.csv")
         body += ("\nTable: [`tables/size_100_vs_1000.csv`](tables/size_100_vs_1000.csv)\n\n"
-                 + md_table(size, ["task", "ours_n_train_small", "ours_forget_acc_small",
+                 + md_table(size, ["task", "init_from_small", "finetuned_acc",
+                                   "ours_n_train_small", "ours_forget_acc_small",
                                    "ours_n_train_large", "ours_forget_acc_large",
                                    "paper_forget_acc_100", "paper_forget_acc_1000"]))
     else:
         body += "\nsize_100_vs_1000.csv: skipped: no complete `forget-<t>-n<k>` cells.\n"
     md.append(_section("Appendix B: 100 vs 1000 training examples", body))
 
-    flipped_m = cross_task.ratio_matrix(runs, "flip", task_order)
+    flipped_m = tables.ratio_matrix(runs, "flip", ivs)
     body = _made_by(index, ("flipped", "cross_task"), report_cmd)
     if flipped_m is not None:
         ordered = cross_task.upgma_ordered(flipped_m)
@@ -453,8 +428,9 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
         body += "\nappC_flipped: skipped: no complete `flip-<A>-on-<B>` cells with A != B.\n"
     md.append(_section("Appendix C: flipped labels", body))
 
-    diag = [runs[r["cell"]] for r in single]
-    for (fig, _, title, *_), text in zip(ANALYSES, run_analyses(diag, out, seed).values(),
+    # the per-task analyses read one cell per task: the lowest seed of each single-task group
+    diag = [g[0] for g in tables.groups(runs, "forget").values() if g[0].a == g[0].b]
+    for (fig, _, title, *_), text in zip(ANALYSES, run_analyses(diag, out, seed, choices).values(),
                                          strict=True):
         md.append(_section(f"{title} (`{fig}`)", _made_by(index, DIAGONAL, report_cmd)
                            + "\n" + text))
@@ -481,12 +457,15 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
 def main(config: Any, workdir: str) -> Path:
     """Entry point of ``configs/report.py`` (main.py calls it when ``config.job == "report"``)."""
     root = Path(config.root or workdir).absolute()
+    defaults = {"paper_dir": "", "n_bootstrap": 1000, "seed": 0,
+                **dataclasses.asdict(Choices())}
     cmd = "python main.py --config=configs/report.py" + "".join(
-        f" --config.{k}={config[k]}" for k, d in (("paper_dir", ""), ("n_bootstrap", 1000),
-                                                    ("seed", 0)) if config[k] != d)
+        f" --config.{k}={config[k]}" for k, d in defaults.items() if config[k] != d)
     cmd += f" --workdir={root}"
+    choices = Choices(**{f.name: config[f.name] for f in dataclasses.fields(Choices)})
     path = write_report(root, paper_dir=config.paper_dir or None,
-                        n_bootstrap=config.n_bootstrap, seed=config.seed, report_cmd=cmd)
+                        n_bootstrap=config.n_bootstrap, seed=config.seed, report_cmd=cmd,
+                        choices=choices)
     logging.info("report written to %s", path)
     return path
 

@@ -43,46 +43,72 @@ def _run_dir(root: Path, name: str, results: dict, init_from: str = "",
     return d
 
 
+def ft_cell(root: Path, t: str, correct_ft: np.ndarray, correct_pre: np.ndarray,
+            seed: int = 0) -> dict:
+    """An ``ft-<t>[-s<k>]`` cell with pretrained/fine-tuned test predictions."""
+    name = f"ft-{t}" + (f"-s{seed}" if seed else "")
+    d = root / "runs" / name
+    n = correct_ft.size
+    acc = {"pretrained": _jsonl(d / "predictions/pretrained" / f"{t}.test.jsonl", t, correct_pre),
+           "finetuned": _jsonl(d / "predictions/finetuned" / f"{t}.test.jsonl", t, correct_ft)}
+    res = {"task": t, "model": "smollm2-135m", "seed": seed, "eval_task": t, "forget_task": t,
+           "forget_mode": "random", "n_examples": {"train": 1000, "validation": n, "test": n},
+           "accuracy": {p: {"test": v} for p, v in acc.items()}, "epochs": {"finetune": 3},
+           "params_changed_fraction": {"finetune": 0.25}, "complete": True}
+    _run_dir(root, name, res, seconds=(("finetune", 10.0), ("finetune", 12.5)))
+    return res
+
+
+def forget_cell(root: Path, name: str, a: str, ft: dict, correct_fo: np.ndarray,
+                forget_set_correct: np.ndarray, mode: str = "random", seed: int = 0,
+                n_forget: int = 1000) -> dict:
+    """A forget cell started from ``ft`` (an ft_cell result): test + forget-set predictions."""
+    b = ft["task"]
+    d = root / "runs" / name
+    acc = {p: v["test"] for p, v in ft["accuracy"].items()}
+    acc["forgotten"] = _jsonl(d / "predictions/forgotten" / f"{b}.test.jsonl", b, correct_fo)
+    fs_acc = _jsonl(d / "predictions/forgotten" / f"{a}.forget.jsonl", a, forget_set_correct)
+    f, o = acc["finetuned"], acc["forgotten"]
+    floor = 0.5 if mode == "random" else 1 - f
+    init = str(root / "runs" / (f"ft-{b}" + (f"-s{seed}" if seed else "")))
+    res = {**ft, "forget_task": a, "forget_mode": mode, "seed": seed, "init_from": init,
+           "accuracy": {p: {"test": v} for p, v in acc.items()},
+           "epochs": {"finetune": 3, "forget": 4}, "forget_gap": o - 0.5,
+           "forget_stop_rule": "fixed" if name.startswith("fixed-") else "chance",
+           "forget_set": {"task": a, "split": f"{a}.forget", "n": forget_set_correct.size,
+                          "accuracy": {"finetuned": 0.9, "forgotten": fs_acc},
+                          "confidence": {"finetuned": 0.8, "forgotten": 0.5 + fs_acc / 10}},
+           "params_changed_fraction": {"finetune": 0.25, "forget": 0.125},
+           "n_forget_train": n_forget, "complete": True}
+    if f > floor:
+        res["forget_ratio"] = (f - o) / (f - floor)
+    _run_dir(root, name, res, init_from=init,
+             seconds=(("finetune", 99.0), ("forget", 5.0), ("forget", 6.0)))
+    return res
+
+
 def make_sweep(root: Path, rng: np.random.Generator) -> dict[str, dict]:
-    """3x3 random and flipped cross-task cells, size cells, their ft cells; returns results."""
+    """3x3 literal, fixed and flipped cross-task cells, size cells, their ft cells."""
     experiment = "cross_task+size+flipped"
-    cells = sweep.expand(experiment, TASKS, root)
+    out: dict[str, dict] = {}
+    for b in TASKS:
+        n = N_TEST[b]
+        out[f"ft-{b}"] = ft_cell(root, b, rng.random(n) < 0.85, rng.random(n) < 0.6)
+    for b in TASKS:
+        for a in TASKS:
+            for kind, mode in (("forget", "random"), ("fixed", "random"), ("flip", "flipped")):
+                name = f"{kind}-{a}-on-{b}"
+                out[name] = forget_cell(root, name, a, out[f"ft-{b}"],
+                                        rng.random(N_TEST[b]) < rng.uniform(0.3, 0.8),
+                                        rng.random(30) < 0.5, mode)
+        out[f"forget-{b}-n100"] = forget_cell(root, f"forget-{b}-n100", b, out[f"ft-{b}"],
+                                              rng.random(N_TEST[b]) < 0.7, rng.random(20) < 0.5,
+                                              n_forget=100)
+    cells = [sweep.Cell(name, {"task": r["task"]}, () if name.startswith("ft-") else
+                        (Path(r["init_from"]).name,)) for name, r in out.items()]
     sweep.write_index(root, experiment, cells, command=f"python main.py "
                       f"--config=configs/sweep.py:experiment={experiment},tasks=copa+cb+rte "
                       f"--workdir={root}")
-    out: dict[str, dict] = {}
-    ft_acc: dict[str, dict[str, float]] = {}
-    for cell in cells:
-        o = cell.overrides
-        b, n = o["task"], N_TEST[o["task"]]
-        base = {"task": b, "model": "smollm2-135m", "seed": 0, "eval_task": b,
-                "n_examples": {"train": o.get("n_train", 1000), "validation": n, "test": n}}
-        if not cell.deps:
-            d = root / "runs" / cell.name
-            acc = {"pretrained": _jsonl(d / "predictions/pretrained" / f"{b}.test.jsonl", b,
-                                        rng.random(n) < 0.6),
-                   "finetuned": _jsonl(d / "predictions/finetuned" / f"{b}.test.jsonl", b,
-                                       rng.random(n) < 0.85)}
-            ft_acc[cell.name] = acc
-            res = {**base, "forget_task": b, "forget_mode": "random",
-                   "accuracy": {p: {"test": v} for p, v in acc.items()},
-                   "epochs": {"finetune": 3}, "complete": True}
-            _run_dir(root, cell.name, res, seconds=(("finetune", 10.0), ("finetune", 12.5)))
-        else:
-            acc = dict(ft_acc[cell.deps[0]])
-            d = root / "runs" / cell.name
-            acc["forgotten"] = _jsonl(d / "predictions/forgotten" / f"{b}.test.jsonl", b,
-                                      rng.random(n) < rng.uniform(0.3, 0.8))
-            ft, fo = acc["finetuned"], acc["forgotten"]
-            mode = o["forget_mode"]
-            floor = 0.5 if mode == "random" else 1 - ft
-            res = {**base, "forget_task": o["forget_task"], "forget_mode": mode,
-                   "accuracy": {p: {"test": v} for p, v in acc.items()},
-                   "epochs": {"finetune": 3, "forget": 4}, "forget_gap": fo - 0.5,
-                   "forget_ratio": (ft - fo) / (ft - floor), "complete": True}
-            _run_dir(root, cell.name, res, init_from=o["init_from"],
-                     seconds=(("finetune", 99.0), ("forget", 5.0), ("forget", 6.0)))
-        out[cell.name] = res
     return out
 
 
@@ -198,7 +224,7 @@ def test_analysis_failure_is_reported_not_raised(tmp_path, monkeypatch):
         for phase in ("forget", "relearn"):
             (epochs / f"{phase}.npz").write_bytes(b"")
 
-    def broken(dirs, fig, table, seed):
+    def broken(dirs, fig, table, seed, choices):
         raise ValueError(f"cannot restore {len(dirs)} dirs")
 
     monkeypatch.setattr(report, "ANALYSES", tuple(a[:5] + (broken,) for a in report.ANALYSES))
@@ -337,7 +363,8 @@ def test_analyses_run_when_their_inputs_exist(tmp_path):
     from forget_jax.analysis import predictors as pred
     examples = _csv(tmp_path / "report/tables/predictors_example_level.csv")
     diag = [tmp_path / "runs" / f"forget-{t}-on-{t}" for t in TASKS]
-    want = {r["task"]: r for r in pred.example_level(diag)}
+    want = {r["task"]: r for r in pred.example_level(diag)}  # held-out test examples
+    assert {r["split"] for r in want.values()} == {"test"} and "held-out TEST examples" in md
     assert {r["task"] for r in examples} == set(TASKS) and "Example level, per task" in md
     for r in examples:
         assert int(r["n"]) == want[r["task"]]["n"]

@@ -12,9 +12,16 @@ tasks; between two columns, over all forget tasks. Missing entries are filled, f
 clustering only, by their column's mean (then the overall mean).
 
 The cells are read from a sweep root by their CONTRACT.md names (:func:`read_runs`):
-``forget-<A>-on-<B>`` (random labels), ``flip-<A>-on-<B>`` (flipped labels), and for the other
-experiments ``forget-<t>-n<k>`` (small training set) and the ``ft-<t>[-n<k>]`` cells they all
-start from. A and B come from each results.json (``forget_task``, ``eval_task``).
+``forget-<A>-on-<B>`` (random labels, paper-literal stop on B's test accuracy),
+``fixed-<A>-on-<B>`` (random labels, fixed budget), ``flip-<A>-on-<B>`` (flipped labels), and
+for the other experiments ``forget-<t>-n<k>`` (small forget set, starting from ``ft-<t>``) and
+the ``ft-<t>`` cells they all start from; each name optionally ends in ``-s<seed>``. A and B
+come from each results.json (``forget_task``, ``eval_task``).
+
+Heatmaps use one fixed colour range, :data:`VMIN`..:data:`VMAX` = -0.5..1.5 (0 = nothing
+forgotten, 1 = back at chance, < 0 = better than after fine-tuning, > 1 = below chance), so one
+outlier cannot stretch the scale: a value outside it gets the end colour and a ``*``. Cells
+whose ratio is undefined (fine-tuning gain not significant) are hatched grey, ``n.s.``.
 
 The paper's claim that "the degree of forgetting is largely determined by the tasks that LMs are
 evaluated on" is quantified by a two-way decomposition of the matrix's sum of squares into a
@@ -27,7 +34,7 @@ import dataclasses
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +43,31 @@ from scipy.cluster import hierarchy
 
 from forget_jax.analysis import rundir
 
-_KINDS = (("ft", re.compile(r"^ft-\w+?(-n\d+)?$")),
-          ("forget_small", re.compile(r"^forget-\w+-n\d+$")),
-          ("forget", re.compile(r"^forget-\w+-on-\w+$")),
-          ("flip", re.compile(r"^flip-\w+-on-\w+$")))
+_SEED = r"(?:-s(\d+))?$"
+_KINDS = (("ft", re.compile(r"^ft-\w+?" + _SEED)),
+          ("forget_small", re.compile(r"^forget-\w+-n\d+" + _SEED)),
+          ("forget", re.compile(r"^forget-\w+-on-\w+" + _SEED)),
+          ("fixed", re.compile(r"^fixed-\w+-on-\w+" + _SEED)),
+          ("flip", re.compile(r"^flip-\w+-on-\w+" + _SEED)))
+VMIN, VMAX = -0.5, 1.5  # fixed colour range of every forget-ratio heatmap
+UNDEFINED = "undefined: fine-tuning gain not significant"
 
 
 def cell_kind(name: str) -> str | None:
-    """``ft``, ``forget``, ``flip`` or ``forget_small`` from a cell name; None if none fits."""
+    """``ft``, ``forget``, ``fixed``, ``flip`` or ``forget_small`` from a cell name; None if none
+    fits."""
     return next((k for k, rx in _KINDS if rx.match(name)), None)
+
+
+def name_seed(name: str) -> int:
+    """The seed a cell name ends in (``-s<k>``), 0 without one."""
+    m = re.search(r"-s(\d+)$", name)
+    return int(m.group(1)) if m else 0
+
+
+def group_name(name: str) -> str:
+    """The cell name without its seed suffix: cells of one group differ only in the seed."""
+    return re.sub(r"-s\d+$", "", name)
 
 
 @dataclasses.dataclass
@@ -71,6 +94,24 @@ class Run:
     def complete(self) -> bool:
         return self.results.get("complete") is True
 
+    @property
+    def seed(self) -> int:
+        """results.json ``seed``, else the name's ``-s<k>`` (0 without either)."""
+        seed = self.results.get("seed")
+        return int(seed) if isinstance(seed, int) else name_seed(self.name)
+
+    @property
+    def init_from(self) -> str:
+        """The run it started from (results.json ``init_from``, else config.json's); "" if none."""
+        init = self.results.get("init_from")
+        if not init:
+            try:
+                init = json.loads((self.dir / "config.json").read_text(encoding="utf-8")).get(
+                    "init_from")
+            except (OSError, ValueError, AttributeError):
+                init = ""
+        return str(init or "")
+
     def acc(self, phase: str) -> float | None:
         """results.json ``accuracy.<phase>.test`` (None when absent)."""
         return self.results.get("accuracy", {}).get(phase, {}).get("test")
@@ -82,14 +123,9 @@ class Run:
         files may live only in the ``ft-*`` cell (``init_from`` in config.json).
         """
         dirs = [self.dir]
-        try:
-            init = json.loads((self.dir / "config.json").read_text(encoding="utf-8"))["init_from"]
-        except (OSError, ValueError, KeyError, TypeError):
-            init = ""
-        if init:
-            dirs.append(Path(init))
-        suffix = "-" + self.name.rsplit("-", 1)[1] if self.kind == "forget_small" else ""
-        dirs.append(self.dir.parent / f"ft-{self.b}{suffix}")
+        if self.init_from:
+            dirs.append(Path(self.init_from))
+        dirs.append(self.dir.parent / (f"ft-{self.b}" + (f"-s{self.seed}" if self.seed else "")))
         for d in dirs:
             if (p := d / "predictions" / phase / f"{self.b}.test.jsonl").is_file():
                 return p
@@ -117,20 +153,6 @@ def read_runs(root: str | Path, notes: list[str]) -> dict[str, Run]:
     return runs
 
 
-def ratio_matrix(runs: Mapping[str, Run], kind: str,
-                 order: Callable[[Iterable[str]], Sequence[str]] = sorted) -> Matrix | None:
-    """Forget ratios of the complete ``kind`` (``forget``/``flip``) cells over tasks in ``order``.
-
-    Returns:
-        The matrix, or None when there is no complete off-diagonal cell.
-    """
-    cells = [r for r in runs.values() if r.kind == kind and r.complete]
-    if not any(r.a != r.b for r in cells):
-        return None
-    entries = {(r.a, r.b): r.results.get("forget_ratio") for r in cells}
-    return build_matrix(entries, list(order({t for pair in entries for t in pair})))
-
-
 @dataclasses.dataclass(frozen=True)
 class Matrix:
     """Forget ratios of cross-task cells.
@@ -138,12 +160,15 @@ class Matrix:
     Attributes:
         rows: forget tasks A.
         cols: eval tasks B.
-        values: ``[len(rows), len(cols)]`` forget ratios, NaN where a cell is missing.
+        values: ``[len(rows), len(cols)]`` forget ratios, NaN where a cell is missing or its
+            ratio undefined.
+        undefined: ``(A, B)`` pairs whose ratio is undefined (fine-tuning gain not significant).
     """
 
     rows: tuple[str, ...]
     cols: tuple[str, ...]
     values: np.ndarray
+    undefined: frozenset[tuple[str, str]] = frozenset()
 
     def reindex(self, rows: Sequence[str], cols: Sequence[str]) -> Matrix:
         """The same entries with rows and columns in the given orders (NaN for new labels)."""
@@ -154,15 +179,16 @@ class Matrix:
             for j, c in enumerate(cols):
                 if r in r_pos and c in c_pos:
                     out[i, j] = self.values[r_pos[r], c_pos[c]]
-        return Matrix(tuple(rows), tuple(cols), out)
+        return Matrix(tuple(rows), tuple(cols), out, self.undefined)
 
 
-def build_matrix(entries: Mapping[tuple[str, str], float], tasks: Sequence[str] | None = None
-                 ) -> Matrix:
+def build_matrix(entries: Mapping[tuple[str, str], float | str | None],
+                 tasks: Sequence[str] | None = None) -> Matrix:
     """A square matrix over ``tasks`` (default: every task named in ``entries``, sorted).
 
     Args:
-        entries: ``{(forget task A, eval task B): forget ratio}``.
+        entries: ``{(forget task A, eval task B): forget ratio}``; :data:`UNDEFINED` marks an
+            undefined ratio, None a missing one.
         tasks: row and column labels.
     """
     if tasks is None:
@@ -170,9 +196,10 @@ def build_matrix(entries: Mapping[tuple[str, str], float], tasks: Sequence[str] 
     values = np.full((len(tasks), len(tasks)), np.nan)
     pos = {t: i for i, t in enumerate(tasks)}
     for (a, b), v in entries.items():
-        if a in pos and b in pos and v is not None:
+        if a in pos and b in pos and v is not None and v != UNDEFINED:
             values[pos[a], pos[b]] = float(v)
-    return Matrix(tuple(tasks), tuple(tasks), values)
+    undefined = frozenset(k for k, v in entries.items() if v == UNDEFINED)
+    return Matrix(tuple(tasks), tuple(tasks), values, undefined)
 
 
 def _fill_for_clustering(x: np.ndarray) -> np.ndarray:
@@ -258,36 +285,45 @@ def diagonal_summary(m: Matrix) -> list[dict[str, Any]]:
 
 
 def matrix_table(m: Matrix, corner: str = "forget_task") -> list[dict[str, Any]]:
-    """CSV rows: one per forget task A, a column per eval task B (empty where missing)."""
-    return [{corner: a, **{b: ("" if np.isnan(v) else float(v))
-                           for b, v in zip(m.cols, row, strict=True)}}
+    """CSV rows: one per forget task A, a column per eval task B (empty where missing,
+    :data:`UNDEFINED` where the ratio is undefined)."""
+    def cell(a: str, b: str, v: float) -> float | str:
+        return UNDEFINED if (a, b) in m.undefined else ("" if np.isnan(v) else float(v))
+
+    return [{corner: a, **{b: cell(a, b, v) for b, v in zip(m.cols, row, strict=True)}}
             for a, row in zip(m.rows, m.values, strict=True)]
 
 
-def _draw(ax: Any, m: Matrix, title: str, vmin: float, vmax: float) -> Any:
-    im = ax.imshow(m.values, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+def _draw(ax: Any, m: Matrix, title: str) -> Any:
+    """Heatmap on the fixed range VMIN..VMAX: out-of-range values clipped and starred,
+    undefined cells hatched."""
+    from matplotlib.patches import Rectangle
+
+    im = ax.imshow(np.clip(m.values, VMIN, VMAX), cmap="viridis", vmin=VMIN, vmax=VMAX,
+                   aspect="auto")
     ax.set_xticks(range(len(m.cols)), m.cols, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(m.rows)), m.rows, fontsize=7)
     ax.set_xlabel("evaluated on (B)")
     ax.set_ylabel("trained to forget (A)")
     ax.set_title(title, fontsize=9)
     size = 7 if len(m.rows) <= 8 else 5
-    for i in range(len(m.rows)):
-        for j in range(len(m.cols)):
+    for i, a in enumerate(m.rows):
+        for j, b in enumerate(m.cols):
             v = m.values[i, j]
-            if not np.isnan(v):
-                shade = (v - vmin) / (vmax - vmin) if vmax > vmin else 0.0
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=size,
+            if (a, b) in m.undefined:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85",
+                                       hatch="///", edgecolor="0.5", lw=0))
+                ax.text(j, i, "n.s.", ha="center", va="center", fontsize=size)
+            elif not np.isnan(v):
+                shade = (np.clip(v, VMIN, VMAX) - VMIN) / (VMAX - VMIN)
+                star = "*" if v < VMIN or v > VMAX else ""
+                ax.text(j, i, f"{v:.2f}{star}", ha="center", va="center", fontsize=size,
                         color="black" if shade > 0.6 else "white")
     return im
 
 
-def _limits(*ms: Matrix) -> tuple[float, float]:
-    vals = np.concatenate([m.values.ravel() for m in ms])
-    vals = vals[~np.isnan(vals)]
-    lo = min(0.0, float(vals.min())) if vals.size else 0.0
-    hi = max(1.0, float(vals.max())) if vals.size else 1.0
-    return lo, hi
+_CAPTION = (f"colour range fixed to [{VMIN}, {VMAX}]; * = outside it (clipped colour); "
+            "hatched n.s. = undefined (fine-tuning gain not significant)")
 
 
 def plot_cross_task(m: Matrix, out_png: str | Path, title: str = "") -> Path:
@@ -295,11 +331,11 @@ def plot_cross_task(m: Matrix, out_png: str | Path, title: str = "") -> Path:
     from matplotlib.figure import Figure
 
     side = 1.6 + 0.42 * max(len(m.rows), len(m.cols))
-    fig = Figure(figsize=(side + 1.2, side))
+    fig = Figure(figsize=(side + 1.2, side + 0.4))
     ax = fig.subplots()
-    im = _draw(ax, m, title or "Cross-task forget ratio (Fig. 3.2; higher = more forgetting)",
-               *_limits(m))
+    im = _draw(ax, m, title or "Cross-task forget ratio (Fig. 3.2; higher = more forgetting)")
     fig.colorbar(im, ax=ax, label="forget ratio")
+    fig.text(0.01, 0.005, _CAPTION, fontsize=6)
     return rundir.save_figure(fig, out_png)
 
 
@@ -318,14 +354,14 @@ def plot_flipped_vs_random(flipped: Matrix, random: Matrix | None, out_png: str 
     panels = [(flipped.reindex(ref.rows, ref.cols), "flipped labels")]
     if random is not None:
         panels.append((random.reindex(ref.rows, ref.cols), "random labels"))
-    lo, hi = _limits(*(p for p, _ in panels))
     side = 1.6 + 0.42 * len(ref.rows)
     fig = Figure(figsize=((side + 0.6) * len(panels) + 1.0, side))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for k, (ax, (mat, name)) in enumerate(zip(axes, panels, strict=True)):
-        im = _draw(ax, mat, f"Forget ratio, {name}", lo, hi)
+        im = _draw(ax, mat, f"Forget ratio, {name}")
         if k:
             ax.set_ylabel("")
     fig.colorbar(im, ax=list(axes), label="forget ratio")
     fig.suptitle("Flipped vs random label forgetting (Appendix C)", fontsize=10, y=1.02)
+    fig.text(0.01, 0.005, _CAPTION, fontsize=6)
     return rundir.save_figure(fig, out_png)
