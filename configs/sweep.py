@@ -8,6 +8,9 @@
   # the paper's experiments on the default task subset, all in one root
   python main.py --config=configs/sweep.py:experiment=cross_task+size+flipped --workdir=sweeps/main
   python main.py --config=configs/sweep.py:experiment=single,tasks=all --workdir=sweeps/all
+  # the cross-task matrix twice: paper stop rule and a fixed forget budget; three seeds
+  python main.py --config=configs/sweep.py:experiment=cross_task+cross_task_fixed,seeds=0+1+2 \
+      --workdir=sweeps/cross3
 
   # knobs: data, model, seed, training-set sizes, any other single-run field via `base`
   python main.py --config=configs/sweep.py:experiment=size,tasks=rte+cb --config.n_small=100 \
@@ -23,7 +26,8 @@
       --config.cell=$SLURM_ARRAY_TASK_ID --workdir=$ROOT  # one cell; its dependencies done
 
 Task lists are joined with ``+`` (``tasks=all`` = the paper's 19). Rerunning the same command
-skips complete cells and resumes unfinished ones.
+skips complete cells and resumes unfinished ones. Experiments and cell names:
+forget_jax/sweep_cells.py.
 """
 
 from __future__ import annotations
@@ -38,19 +42,20 @@ DEFAULT_TASKS = "arc_easy+creak+boolq+cola+rte+cb"
 
 
 def default_n_small(runlocal: bool) -> int:
-    """The `size` experiment's small training-set size when ``n_small`` is not given (the
-    paper's 100; 20 under runlocal, below runlocal's 60 large cells)."""
+    """The `size` experiment's small forget-set size when ``n_small`` is 0 (the paper's 100;
+    20 under runlocal, below runlocal's 60 training examples)."""
     return 20 if runlocal else 100
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(
         arg, experiment="cross_task", tasks=DEFAULT_TASKS, mode="run", cell="", stage=-1,
-        runlocal=False, n_train=0, n_small=0, seed=-1, model="",
+        runlocal=False, n_train=0, n_small=0, seed=-1, seeds="", model="",
     )
     config = ml_collections.ConfigDict()
     config.job = "sweep"
-    config.experiment = a.experiment  # single | cross_task | size | flipped, "+"-joinable
+    # single | cross_task | cross_task_fixed | size | flipped, "+"-joinable
+    config.experiment = a.experiment
     config.tasks = a.tasks  # "+"-joined task names, or "all"
     config.mode = a.mode  # run | print_cells | print_commands | run_cell
     config.cell = a.cell  # run_cell: a cell name or 0-based index into the (stage) cell list
@@ -60,9 +65,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Passed to every cell; the "unset" values keep configs/forget.py's defaults.
     config.runlocal = a.runlocal  # tiny CPU budget (configs/forget.py runlocal)
     config.n_train = a.n_train  # large cells' training-set size; 0 = default (1000; runlocal 60)
-    # The `size` experiment's small cells; 0 = default (100; runlocal 20, below runlocal's 60).
-    config.n_small = a.n_small or default_n_small(a.runlocal)
-    config.seed = a.seed  # -1 = default
+    # The `size` experiment's forget-<t>-n<k> cells forget on k = n_small examples of ft-<t>'s
+    # training set; 0 = default_n_small(runlocal) (100; runlocal 20, below runlocal's 60).
+    config.n_small = a.n_small
+    config.seed = a.seed  # -1 = default; one seed for every cell, plain cell names
+    # "+"-joined seeds ("0+1+2"): every cell once per seed; seed s != 0 suffixes the cell names
+    # with -s<s> (ft-cb-s1, forget-copa-on-cb-s1). "" = one seed (`seed`). Not with `seed`.
+    config.seeds = a.seeds
+    # Which fine-tuned model a cross-task cell A -> B starts from: "eval_task" (ft-<B>, our
+    # reading of the paper); "forget_task" (ft-<A>) is not supported yet.
+    config.cross_task_start = "eval_task"
     config.model = a.model  # "" = default
     config.data_dir = ""  # "" = default (configs/common.py default_data_dir)
     config.base = ""  # more single-run overrides: "finetune.lr=1e-3;forget.max_epochs=20"

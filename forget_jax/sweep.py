@@ -1,29 +1,15 @@
 """Sweeps: a named experiment expanded into cells, run in dependency order, resumable.
 
-A *cell* is one single run (``forget_jax.run.run``) in ``<root>/runs/<cell name>/`` with its
-config given as a flat dict of dotted-key overrides of ``configs/forget.py``. Experiments
-(Zhang, Choshen & Andreas 2024):
-
-* ``single``      ``ft-<t>`` then ``forget-<t>-on-<t>`` for every task (Fig. 3.1).
-* ``cross_task``  ``ft-<B>`` for every B, then ``forget-<A>-on-<B>`` for every pair (Fig. 3.2):
-  start from the checkpoint fine-tuned on B, forget on A's training set (random labels),
-  evaluate on B's test role (B's forget ratio and stop rule). The diagonal is ``single``.
-* ``size``        ``ft-<t>-n100``, ``forget-<t>-n100`` (both phases on 100 training examples)
-  next to ``ft-<t>``, ``forget-<t>-on-<t>`` (default n_train, 1000) (Appendix B).
-* ``flipped``     ``ft-<B>``, then ``flip-<A>-on-<B>`` with flipped labels (Appendix C).
-
-Experiments combine with ``+``; cells are shared by name, so each task's fine-tuned checkpoint
-is made once. State lives on disk: a cell is done when its results.json says ``"complete":
-true``; a rerun skips done cells and reruns unfinished ones on the same workdir (the single-run
-job resumes itself). ``<root>/sweep.json`` is an index rewritten atomically with statuses re-read
-from disk. Command lines: ``configs/sweep.py``.
+Experiments, cells, their names and seeds: forget_jax/sweep_cells.py. State lives on disk: a
+cell is done when its results.json says ``"complete": true``; a rerun skips done cells and
+reruns unfinished ones on the same workdir (the single-run job resumes itself).
+``<root>/sweep.json`` is an index rewritten atomically with statuses re-read from disk, and it
+records the sweep command lines that ran on the root. Command lines: ``configs/sweep.py``.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import dataclasses
 import importlib
 import json
 import logging
@@ -31,21 +17,33 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# Re-exported: the cell model is part of this module's interface (report, errors, tests).
+from forget_jax.sweep_cells import (  # noqa: F401
+    CELL_KEYS,
+    CROSS_TASK_STARTS,
+    EXPERIMENTS,
+    PAPER_TASKS,
+    Cell,
+    SweepError,
+    cell_workdir,
+    dependency_order,
+    expand,
+    find_cell,
+    parse_experiments,
+    parse_overrides,
+    parse_seeds,
+    parse_tasks,
+)
+
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ("single", "cross_task", "size", "flipped")
-PAPER_TASKS = (  # the paper's 19 tasks, in Appendix B order
-    "piqa", "arc_easy", "arc_challenge", "creak", "boolq", "sciq", "pubmedqa", "mathqa",
-    "toxigen", "cola", "mrpc", "mnli", "qnli", "rte", "wnli", "cb", "copa", "wic", "wsc")
 # Keys that configs/forget.py reads in its `:arg` (values there shape other fields, e.g.
 # runlocal picks the default n_train), so they are passed through get_config(arg), not set
 # afterwards.
 ARG_KEYS = ("task", "forget_task", "forget_mode", "runlocal", "n_train", "seed", "model")
-CELL_KEYS = (  # set by each cell itself; `base` overrides may not touch them
-    "task", "forget_task", "forget_mode", "init_from", "stop_after", "n_train")
 RUN_MODES = ("run", "print_cells", "print_commands", "run_cell")
 
 PENDING, RUNNING, PARTIAL, COMPLETE, FAILED, BLOCKED = (
@@ -53,160 +51,6 @@ PENDING, RUNNING, PARTIAL, COMPLETE, FAILED, BLOCKED = (
 
 RunFn = Callable[[Any, str], Mapping[str, Any]]
 GetConfigFn = Callable[[str | None], Any]
-
-
-class SweepError(Exception):
-    """A bad sweep request (experiment, tasks, overrides, cell) or cells that did not finish."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One single run of a sweep.
-
-    Attributes:
-        name: run directory name under ``<root>/runs/`` (CONTRACT.md cell names).
-        overrides: flat dotted-key overrides of ``configs/forget.py`` (``init_from`` absolute).
-        deps: names of the cells that must be complete before this one starts.
-    """
-
-    name: str
-    overrides: Mapping[str, Any]
-    deps: tuple[str, ...] = ()
-
-    @property
-    def stage(self) -> int:
-        return 1 if self.deps else 0  # 0: fine-tuning cells; 1: cells that start from them
-
-
-def cell_workdir(root: str | os.PathLike, name: str) -> Path:
-    """``<root>/runs/<name>``, absolute."""
-    return Path(root).absolute() / "runs" / name
-
-
-def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
-    """``"copa+cb"`` (or a sequence, or ``"all"`` for the paper's 19) -> unique task names."""
-    if isinstance(tasks, str):
-        tasks = list(PAPER_TASKS) if tasks.strip() == "all" else tasks.split("+")
-    out = list(dict.fromkeys(t.strip() for t in tasks if t.strip()))
-    if not out:
-        raise SweepError("no tasks given")
-    from forget_jax.tasks.specs import TASK_NAMES
-
-    unknown = [t for t in out if t not in TASK_NAMES]
-    if unknown:
-        raise SweepError(f"unknown task(s) {unknown}; known: {', '.join(TASK_NAMES)}")
-    return out
-
-
-def parse_overrides(text: str) -> dict[str, Any]:
-    """``"finetune.lr=1e-3;forget.max_epochs=20"`` -> ``{"finetune.lr": 0.001, ...}``.
-
-    Pairs are separated by ``;`` or ``,``; values are Python literals if they parse, else str.
-    """
-    out: dict[str, Any] = {}
-    for token in text.replace(";", ",").split(","):
-        if not token.strip():
-            continue
-        key, sep, value = token.partition("=")
-        if not sep or not key.strip():
-            raise SweepError(f"override {token!r} is not key=value")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _ft(task: str, common: Mapping[str, Any], suffix: str = "", n_train: int | None = None) -> Cell:
-    size = {} if n_train is None else {"n_train": n_train}
-    return Cell(f"ft-{task}{suffix}", {**common, "task": task, "stop_after": "finetune", **size})
-
-
-def _forget(root: Path, name: str, a: str, ft: Cell, mode: str) -> Cell:
-    over = {**{k: v for k, v in ft.overrides.items() if k != "stop_after"},
-            "forget_task": a, "forget_mode": mode,
-            "init_from": str(cell_workdir(root, ft.name)), "stop_after": "forget"}
-    return Cell(name, over, (ft.name,))
-
-
-def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike, *,
-           common: Mapping[str, Any] | None = None, n_small: int = 100,
-           analyses: bool = False) -> list[Cell]:
-    """Expands ``experiment`` (names joined with ``+``) into cells in dependency order.
-
-    Args:
-        experiment: ``single``, ``cross_task``, ``size``, ``flipped`` or a ``+``-join of them.
-        tasks: ``+``-joined task names, a sequence of them, or ``"all"``.
-        root: the sweep root (``init_from`` paths point into ``<root>/runs``).
-        common: overrides every cell gets (runlocal, seed, data_dir, ``base`` overrides).
-        n_small: training-set size of the ``size`` experiment's small cells.
-        analyses: save activations in ``ft-<t>`` and ``forget-<t>-on-<t>`` cells and relearn
-            in the latter, for Fig. 4.1-6.1 (the cross-task cells need neither).
-
-    Returns:
-        Unique cells; every cell comes after the cells it depends on (fine-tuning first).
-
-    Raises:
-        SweepError: unknown experiment, ``common`` touching a cell key, or one name expanding
-            to two different configs.
-    """
-    root = Path(root).absolute()
-    common = dict(common or {})
-    bad = sorted(set(common) & set(CELL_KEYS))
-    if bad:
-        raise SweepError(f"sweep-wide overrides may not set {bad}; the cells set them")
-    tasks = parse_tasks(tasks)
-    cells: list[Cell] = []
-    for exp in (e.strip() for e in experiment.split("+")):
-        ft = {t: _ft(t, common) for t in tasks}
-        if exp == "single":
-            for t in tasks:
-                cells += [ft[t], _forget(root, f"forget-{t}-on-{t}", t, ft[t], "random")]
-        elif exp in ("cross_task", "flipped"):
-            prefix, mode = ("forget", "random") if exp == "cross_task" else ("flip", "flipped")
-            cells += [ft[b] for b in tasks]
-            cells += [_forget(root, f"{prefix}-{a}-on-{b}", a, ft[b], mode)
-                      for a in tasks for b in tasks]
-        elif exp == "size":
-            for t in tasks:
-                small = _ft(t, common, f"-n{n_small}", n_small)
-                cells += [small, _forget(root, f"forget-{t}-n{n_small}", t, small, "random"),
-                          ft[t], _forget(root, f"forget-{t}-on-{t}", t, ft[t], "random")]
-        else:
-            raise SweepError(f"unknown experiment {exp!r}; known: {EXPERIMENTS}")
-    if analyses:
-        diag = {f"ft-{t}": {} for t in tasks} | {
-            f"forget-{t}-on-{t}": {"relearn.enabled": True} for t in tasks}
-        cells = [c if c.name not in diag else dataclasses.replace(c, overrides={
-            **c.overrides, "activations.enabled": True, **diag[c.name]}) for c in cells]
-    return dependency_order(cells)
-
-
-def dependency_order(cells: Iterable[Cell]) -> list[Cell]:
-    """Deduplicates cells by name and sorts them stably by stage (dependencies first).
-
-    Raises:
-        SweepError: a name with two different configs, or a dependency that is not a stage-0
-            cell of the list (dependencies are one level deep: ft cells).
-    """
-    unique: dict[str, Cell] = {}
-    for c in cells:
-        if unique.setdefault(c.name, c) != c:
-            raise SweepError(f"cell {c.name!r} expands to two configs: "
-                             f"{dict(unique[c.name].overrides)} vs {dict(c.overrides)}")
-    bad = {d for c in unique.values() for d in c.deps if d not in unique or unique[d].deps}
-    if bad:
-        raise SweepError(f"dependencies {sorted(bad)} are not stage-0 cells of the sweep")
-    return sorted(unique.values(), key=lambda c: c.stage)
-
-
-def find_cell(cells: Sequence[Cell], key: str) -> Cell:
-    """A cell by name, or by 0-based index into ``cells`` (a SLURM array task id)."""
-    if key in (named := {c.name: c for c in cells}):
-        return named[key]
-    if key.strip().lstrip("-").isdigit() and 0 <= int(key) < len(cells):
-        return cells[int(key)]
-    raise SweepError(f"no cell {key!r}; cells: {[c.name for c in cells]}")
 
 
 # --- configs and commands ---------------------------------------------------------------------
@@ -242,11 +86,17 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
     return config
 
 
-def load_forget_get_config() -> GetConfigFn:
-    """``configs/forget.py:get_config``, imported lazily (configs/ lives beside the package)."""
+def configs_module(name: str) -> Any:
+    """``configs/<name>.py`` as the module ``configs.<name>`` (configs/ lives beside the
+    package, a top-level package of the checkout)."""
     if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))  # configs/ is a top-level package of the checkout
-    return importlib.import_module("configs.forget").get_config
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"configs.{name}")
+
+
+def load_forget_get_config() -> GetConfigFn:
+    """``configs/forget.py:get_config``, imported lazily."""
+    return configs_module("forget").get_config
 
 
 def cell_config(cell: Cell, get_config: GetConfigFn | None = None) -> Any:
@@ -275,9 +125,9 @@ def sweep_command(config: Any, root: str | os.PathLike) -> str:
     if config.runlocal:
         arg += ",runlocal=True"
     parts = ["python main.py", _flag(f"--config=configs/sweep.py:{arg}")]
-    n_small = importlib.import_module("configs.sweep").default_n_small(config.runlocal)
-    defaults = {"n_train": 0, "n_small": n_small, "seed": -1, "model": "",
-                "data_dir": "", "base": "", "stage": -1, "analyses": True}
+    defaults = {"n_train": 0, "n_small": 0, "seed": -1, "seeds": "", "model": "",
+                "data_dir": "", "base": "", "stage": -1, "analyses": True,
+                "cross_task_start": "eval_task"}
     parts += [_flag(f"--config.{k}={config[k]}") for k, d in defaults.items() if config[k] != d]
     parts.append(_flag(f"--workdir={Path(root).absolute()}"))
     return " ".join(parts)
@@ -290,17 +140,17 @@ def cells_from_config(config: Any, root: str | os.PathLike) -> list[Cell]:
         common["runlocal"] = True
     if config.seed >= 0:
         common["seed"] = int(config.seed)
+    if config.n_train > 0:  # every cell's training-set size (the size experiment's too)
+        common["n_train"] = int(config.n_train)
     if config.model:
         common["model"] = config.model
     if config.data_dir:
         common["data_dir"] = config.data_dir
     common.update(parse_overrides(config.base))
     cells = expand(config.experiment, config.tasks, root, common=common,
-                   n_small=int(config.n_small), analyses=config.analyses)
-    if config.n_train > 0:  # the large cells' training-set size; small cells keep n_small
-        cells = [c if "n_train" in c.overrides else
-                 dataclasses.replace(c, overrides={**c.overrides, "n_train": int(config.n_train)})
-                 for c in cells]
+                   n_small=config.n_small or configs_module("sweep").default_n_small(
+                       config.runlocal), analyses=config.analyses,
+                   seeds=parse_seeds(config.seeds), cross_task_start=config.cross_task_start)
     return [c for c in cells if config.stage < 0 or c.stage == config.stage]
 
 
@@ -500,9 +350,12 @@ def main(config: Any, workdir: str, *, run_fn: RunFn | None = None,
     command = sweep_command(config, root)
     for c in cells:  # a typo in `base` fails now, not after hours of other cells
         try:
-            cell_config(c, get_config)
+            cfg = cell_config(c, get_config)
         except (KeyError, TypeError) as e:
             raise SweepError(f"cell {c.name}: {e}") from None
+        if cfg.forget.n_train > cfg.n_train:  # a size cell's forget set beyond its train role
+            raise SweepError(f"cell {c.name}: forget.n_train={cfg.forget.n_train} > "
+                             f"n_train={cfg.n_train}; lower n_small")
     if config.mode == "print_cells":
         for i, c in enumerate(cells):
             out(f"{i}\t{c.name}\tstage={c.stage}\t{disk_status(cell_workdir(root, c.name))}")

@@ -68,7 +68,9 @@ class FakeRun:
      + [f"forget-{a}-on-{b}" for a in TASKS for b in TASKS]),
     ("flipped", ["ft-copa", "ft-cb", "ft-rte"]
      + [f"flip-{a}-on-{b}" for a in TASKS for b in TASKS]),
-    ("size", [f"ft-{t}-n100" for t in TASKS] + [f"ft-{t}" for t in TASKS]
+    ("cross_task_fixed", ["ft-copa", "ft-cb", "ft-rte"]
+     + [f"fixed-{a}-on-{b}" for a in TASKS for b in TASKS]),
+    ("size", [f"ft-{t}" for t in TASKS]
      + [f"forget-{t}-n100" for t in TASKS] + [f"forget-{t}-on-{t}" for t in TASKS]),
 ])
 def test_expand_names_and_dependency_order(tmp_path, experiment, expected):
@@ -101,7 +103,7 @@ def test_analyses_switch_only_touches_the_diagonal(tmp_path):
     assert cells["ft-cb"] == {"task": "cb", "stop_after": "finetune", "activations.enabled": True}
     assert cells["forget-cb-on-cb"]["relearn.enabled"] is True
     assert cells["forget-cb-on-cb"]["activations.enabled"] is True
-    for name in ("forget-copa-on-cb", "ft-cb-n100", "forget-cb-n100"):
+    for name in ("forget-copa-on-cb", "forget-cb-n100"):
         assert "activations.enabled" not in cells[name] and "relearn.enabled" not in cells[name]
     cfg = sweep.cell_config(sweep.Cell("forget-cb-on-cb", cells["forget-cb-on-cb"]),
                             FORGET_GET_CONFIG)
@@ -112,8 +114,8 @@ def test_combined_experiments_share_fine_tuning_cells(tmp_path):
     cells = sweep.expand("cross_task+size+flipped+single", TASKS, tmp_path)
     names = [c.name for c in cells]
     n = len(TASKS)
-    assert len(names) == len(set(names)) == n + n * n + 2 * n + n * n
-    assert sum(name.startswith("ft-") for name in names) == 2 * n  # ft-<t> and ft-<t>-n100
+    assert len(names) == len(set(names)) == n + n * n + n + n * n
+    assert sum(name.startswith("ft-") for name in names) == n  # size reuses ft-<t>
 
 
 def test_expand_rejects_bad_input(tmp_path):
@@ -134,18 +136,10 @@ def test_cell_config_uses_the_real_single_run_config(tmp_path):
     assert cfg.init_from == str(tmp_path / "runs" / "ft-cb")
     assert cfg.runlocal and cfg.n_train == 60 and cfg.finetune.max_epochs == 2  # runlocal budget
     assert cfg.forget.lr == 0.01 and cfg.relearn.enabled and cfg.data_dir == "/data"
-    small = sweep.cell_config(cells["ft-rte-n100"], FORGET_GET_CONFIG)
-    assert small.stop_after == "finetune" and small.n_train == 100  # explicit size wins
-    assert sweep_configs.get_config("runlocal=True").n_small == 20  # runlocal's default small set
     big = sweep_config(runlocal=True, experiment="size", n_train=45, n_small=30)
     cells = {c.name: c for c in sweep.cells_from_config(big, tmp_path)}
     assert sweep.cell_config(cells["ft-rte"], FORGET_GET_CONFIG).n_train == 45
-    assert sweep.cell_config(cells["ft-rte-n30"], FORGET_GET_CONFIG).n_train == 30
-    full = sweep_config(experiment="size")
-    cfg = sweep.cell_config({c.name: c for c in sweep.cells_from_config(full, tmp_path)}[
-        "forget-rte-n100"], FORGET_GET_CONFIG)
-    assert cfg.n_train == 100 and cfg.init_from.endswith("runs/ft-rte-n100")
-    assert not cfg.runlocal and cfg.finetune.max_epochs == 100
+    assert sweep.cell_config(cells["forget-rte-on-rte"], FORGET_GET_CONFIG).n_train == 45
 
 
 def test_every_arg_key_is_a_forget_config_arg():
@@ -196,7 +190,7 @@ def test_print_commands_are_runnable_and_reproduce_each_cell(tmp_path, monkeypat
     lines: list[str] = []
     sweep.main(config, str(tmp_path), out=lines.append)
     cells = sweep.cells_from_config(config, tmp_path)
-    assert len(lines) == len(cells) == 3 + 9 + 6
+    assert len(lines) == len(cells) == 3 + 9 + 3
     for line, cell in zip(lines, cells, strict=True):
         argv = shlex.split(line)
         assert argv[:2] == ["python", "main.py"] and "\n" not in line
