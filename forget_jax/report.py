@@ -392,7 +392,7 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
         rundir.write_csv(cells, out / "tables" / "cross_task_cells.csv")
         body += ("\n### Every cell: forget set vs test\n\nTable: "
                  "[`tables/cross_task_cells.csv`](tables/cross_task_cells.csv) (one row per cell "
-                 "and seed)\n\n" + md_table(cells, [
+                 "and seed, and the seed mean of cells with several seeds)\n\n" + md_table(cells, [
                      "forget_task", "eval_task", "variant", "seeds", "finetuned_acc",
                      "forgotten_acc", "forget_set_acc", "forget_set_confidence", "forget_ratio",
                      "epochs_forget", "forget_stop_rule"]))

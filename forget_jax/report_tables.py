@@ -84,6 +84,9 @@ def cell_row(cells: Sequence[Run], ivs: stats.PredictionIntervals) -> dict[str, 
              ivs.accuracy([r.predictions("forgotten") for r in cells]), 0.5)
     ft_lo = row["finetuned_acc_lo"]
     row["ft_gain_significant"] = "" if ft_lo == "" else bool(ft_lo > 0.5)
+    note = f"`{row['cell']}`: no fine-tuned test predictions, forget-ratio gate not checked"
+    if ft_lo == "" and note not in ivs.notes:
+        ivs.notes.append(note)
     ratio = _mean([x.get("forget_ratio") for x in res])
     ci = None
     if row["ft_gain_significant"] is False:
@@ -124,9 +127,10 @@ def single_task_rows(runs: Mapping[str, Run], ivs: stats.PredictionIntervals,
 
 def cross_task_cells(runs: Mapping[str, Run], ivs: stats.PredictionIntervals
                      ) -> list[dict[str, Any]]:
-    """cross_task_cells.csv: one row per literal/fixed cell and seed (diagonal included)."""
-    rows = [cell_row([r], ivs) for kind in ("forget", "fixed")
-            for g in groups(runs, kind).values() for r in g]
+    """cross_task_cells.csv: one row per literal/fixed cell and seed (diagonal included), plus
+    the mean over seeds (``seeds`` like ``0+1``) of each group with several."""
+    rows = [cell_row(c, ivs) for kind in ("forget", "fixed") for g in groups(runs, kind).values()
+            for c in [[r] for r in g] + ([g] if len(g) > 1 else [])]
     pos = {t: i for i, t in enumerate(task_order({x for r in rows
                                                    for x in (r["forget_task"], r["eval_task"])}))}
     return sorted(rows, key=lambda r: (r["variant"] != "literal", pos[r["forget_task"]],
@@ -231,9 +235,10 @@ def plot_single_task(rows: Sequence[Mapping[str, Any]], fig_dir: Path) -> list[P
                color="tab:orange" if key == "forget_gap" else "tab:purple")
         for i, r in enumerate(rows):
             if r[key] == UNDEFINED:
-                ax.text(i, 0.02, "undefined\n(gain n.s.)", ha="center", va="bottom",
-                        fontsize=6, rotation=90)
+                ax.text(i, 0.0, "undefined\n(fine-tuning\ngain n.s.)", ha="center",
+                        va="bottom", fontsize=7)
         ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xlim(-0.6, len(rows) - 0.4)  # keep the slots of undefined (NaN) bars
         ax.set_xticks(x, tasks, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(label + " (95% CI)", fontsize=8)
         ax.set_title(f"{key.replace('_', ' ').capitalize()} per task (Fig. 3.1)")

@@ -121,6 +121,10 @@ def test_seeds_are_averaged_with_a_seed_aware_interval(tmp_path):
     per_seed = _csv(tmp_path / "report/tables/single_task_per_seed.csv")
     assert [(r["cell"], float(r["forgotten_acc"])) for r in per_seed] == [
         ("forget-cb-on-cb", 0.3), ("forget-cb-on-cb-s1", 0.7)]
+    cells = _csv(tmp_path / "report/tables/cross_task_cells.csv")  # per seed, then the mean
+    assert [(r["seeds"], float(r["forgotten_acc"])) for r in cells] == [
+        ("0", 0.3), ("0+1", 0.5), ("1", 0.7)]
+    assert cells[1]["forgotten_acc_lo"] == row["forgotten_acc_lo"]
 
 
 def test_size_table_from_the_large_ft_cell(tmp_path):
@@ -134,6 +138,11 @@ def test_size_table_from_the_large_ft_cell(tmp_path):
     assert float(row["finetuned_acc"]) == pytest.approx(0.9)
     assert (float(row["ours_forget_acc_small"]), float(row["ours_forget_acc_large"])) == (0.8, 0.6)
     assert row["paper_forget_acc_100"] == "" and "shown once" in md
+    (tmp_path / "runs/ft-cb/predictions/finetuned/cb.test.jsonl").unlink()
+    md = report.write_report(tmp_path, n_bootstrap=100).read_text()
+    (row,) = _csv(tmp_path / "report/tables/single_task.csv")
+    assert row["ft_gain_significant"] == "" and float(row["forget_ratio"]) == pytest.approx(0.75)
+    assert "forget-ratio gate not checked" in md
 
 
 def test_undefined_bootstrap_draws_are_counted():

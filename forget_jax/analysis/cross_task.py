@@ -294,6 +294,10 @@ def matrix_table(m: Matrix, corner: str = "forget_task") -> list[dict[str, Any]]
             for a, row in zip(m.rows, m.values, strict=True)]
 
 
+_CAPTION = (f"colour range fixed to [{VMIN}, {VMAX}]; * = outside it (clipped colour);\n"
+            "hatched n.s. = undefined (fine-tuning gain not significant)")
+
+
 def _draw(ax: Any, m: Matrix, title: str) -> Any:
     """Heatmap on the fixed range VMIN..VMAX: out-of-range values clipped and starred,
     undefined cells hatched."""
@@ -303,7 +307,7 @@ def _draw(ax: Any, m: Matrix, title: str) -> Any:
                    aspect="auto")
     ax.set_xticks(range(len(m.cols)), m.cols, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(m.rows)), m.rows, fontsize=7)
-    ax.set_xlabel("evaluated on (B)")
+    ax.set_xlabel("evaluated on (B)\n" + _CAPTION, fontsize=7)
     ax.set_ylabel("trained to forget (A)")
     ax.set_title(title, fontsize=9)
     size = 7 if len(m.rows) <= 8 else 5
@@ -322,20 +326,15 @@ def _draw(ax: Any, m: Matrix, title: str) -> Any:
     return im
 
 
-_CAPTION = (f"colour range fixed to [{VMIN}, {VMAX}]; * = outside it (clipped colour); "
-            "hatched n.s. = undefined (fine-tuning gain not significant)")
-
-
 def plot_cross_task(m: Matrix, out_png: str | Path, title: str = "") -> Path:
     """Figure 3.2: heatmap of forget ratios, rows/columns as given (order them first)."""
     from matplotlib.figure import Figure
 
     side = 1.6 + 0.42 * max(len(m.rows), len(m.cols))
-    fig = Figure(figsize=(side + 1.2, side + 0.4))
+    fig = Figure(figsize=(side + 1.2, side + 0.5))
     ax = fig.subplots()
     im = _draw(ax, m, title or "Cross-task forget ratio (Fig. 3.2; higher = more forgetting)")
     fig.colorbar(im, ax=ax, label="forget ratio")
-    fig.text(0.01, 0.005, _CAPTION, fontsize=6)
     return rundir.save_figure(fig, out_png)
 
 
@@ -363,5 +362,4 @@ def plot_flipped_vs_random(flipped: Matrix, random: Matrix | None, out_png: str 
             ax.set_ylabel("")
     fig.colorbar(im, ax=list(axes), label="forget ratio")
     fig.suptitle("Flipped vs random label forgetting (Appendix C)", fontsize=10, y=1.02)
-    fig.text(0.01, 0.005, _CAPTION, fontsize=6)
     return rundir.save_figure(fig, out_png)
