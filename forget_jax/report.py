@@ -23,7 +23,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +180,20 @@ ANALYSES: tuple[tuple[str, str, str, tuple[str, ...], str, Callable[..., str]], 
 )
 
 
-def run_analyses(diag: Sequence[Run], out: Path, seed: int, choices: Choices = Choices()
-                 ) -> dict[str, str]:
+RATIO_ANALYSES = ("fig4_1_predictors",)  # analyses of the forget ratio: gated cells only
+
+
+def run_analyses(diag: Sequence[Run], out: Path, seed: int, choices: Choices = Choices(),
+                 undefined: Collection[str] = ()) -> dict[str, str]:
     """Runs each analysis on the single-task cells that have its inputs; never raises.
+
+    Args:
+        diag: one single-task cell per task.
+        out: the report directory.
+        seed: bootstrap/jitter seed.
+        choices: readings of the paper's ambiguities.
+        undefined: names of cells whose forget ratio is undefined (fine-tuning gain not
+            significant); :data:`RATIO_ANALYSES` leave them out.
 
     Returns:
         ``{figure name: markdown body}``, a ``skipped:``/``failed:`` line where it did not run.
@@ -191,6 +202,8 @@ def run_analyses(diag: Sequence[Run], out: Path, seed: int, choices: Choices = C
     bodies = {}
     for fig, table, _, needs, how, fn in ANALYSES:
         ready = [d for d in dirs if all((d / n).exists() for n in needs)]
+        gated = [d for d in ready if d.name in undefined] if fig in RATIO_ANALYSES else []
+        ready = [d for d in ready if d not in gated]
         if not dirs:
             bodies[fig] = "skipped: no complete single-task cells (`forget-<t>-on-<t>`)."
             continue
@@ -206,8 +219,11 @@ def run_analyses(diag: Sequence[Run], out: Path, seed: int, choices: Choices = C
             bodies[fig] = f"failed: {type(e).__name__}: {e}"
             continue
         used = f"Used {len(ready)} of {len(dirs)} single-task cells"
-        if len(ready) < len(dirs):
-            used += f" (the others lack {', '.join(needs)})"
+        if gated:
+            used += (f"; left out, forget ratio undefined (fine-tuning gain not significant): "
+                     f"{', '.join(d.name for d in gated)}")
+        if len(ready) + len(gated) < len(dirs):
+            used += f"; the others lack {', '.join(needs)}"
         bodies[fig] = (f"![{fig}](figures/{fig}.png)\n\nTable: [`tables/{table}`](tables/{table})"
                        f". {used}.\n\n{body}")
     return bodies
@@ -430,8 +446,10 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
 
     # the per-task analyses read one cell per task: the lowest seed of each single-task group
     diag = [g[0] for g in tables.groups(runs, "forget").values() if g[0].a == g[0].b]
-    for (fig, _, title, *_), text in zip(ANALYSES, run_analyses(diag, out, seed, choices).values(),
-                                         strict=True):
+    undefined = [r.name for r in diag
+                 if tables.cell_row([r], ivs)["forget_ratio"] == cross_task.UNDEFINED]
+    bodies = run_analyses(diag, out, seed, choices, undefined)
+    for (fig, _, title, *_), text in zip(ANALYSES, bodies.values(), strict=True):
         md.append(_section(f"{title} (`{fig}`)", _made_by(index, DIAGONAL, report_cmd)
                            + "\n" + text))
 

@@ -166,3 +166,21 @@ def test_heatmap_range_is_fixed_with_outliers_starred_and_undefined_hatched():
     texts = {t.get_text() for t in ax.texts}
     assert {"5.00*", "0.20", "n.s.", "-2.00*"} <= texts
     assert any(p.get_hatch() == "///" for p in ax.patches)
+
+
+def test_ratio_analyses_leave_out_cells_with_an_undefined_ratio(gated, monkeypatch, tmp_path):
+    root, _, _ = gated
+    seen = {}
+
+    def record(dirs, fig, table, seed, choices):
+        seen[fig.stem] = sorted(d.name for d in dirs)
+        return ""
+
+    monkeypatch.setattr(report, "ANALYSES", tuple(a[:3] + ((),) + a[4:5] + (record,)
+                                                  for a in report.ANALYSES))
+    diag = [cross_task.read_runs(root, [])[f"forget-{t}-on-{t}"] for t in ("copa", "cb")]
+    bodies = report.run_analyses(diag, tmp_path, 0, undefined=["forget-copa-on-copa"])
+    assert seen["fig4_1_predictors"] == ["forget-cb-on-cb"]
+    assert seen["fig5_1_orders"] == seen["fig6_1_probes"] == ["forget-cb-on-cb",
+                                                              "forget-copa-on-copa"]
+    assert "left out, forget ratio undefined" in bodies["fig4_1_predictors"]
