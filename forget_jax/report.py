@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import logging
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -229,45 +228,6 @@ def run_analyses(diag: Sequence[Run], out: Path, seed: int, choices: Choices = C
     return bodies
 
 
-def wall_seconds(run_dir: Path, phases: Sequence[str]) -> float | None:
-    """Sum of history.jsonl ``seconds`` over the given training phases (None without any).
-
-    Each line's ``seconds`` is the time of that epoch (training + its per-epoch evaluation, as
-    phases.py measures it); model loading and the phase-end evaluations are not included.
-    """
-    path = run_dir / "history.jsonl"
-    if not path.is_file():
-        return None
-    secs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a kill mid-write
-        if isinstance(rec, dict) and rec.get("phase") in phases and "seconds" in rec:
-            secs.append(float(rec["seconds"]))
-    return sum(secs) if secs else None
-
-
-def cell_rows(root: Path, runs: Mapping[str, Run], index: Mapping[str, Any] | None
-              ) -> list[dict[str, Any]]:
-    """One row per cell (indexed or found on disk): status, wall time, the command that ran it."""
-    entries = {e["name"]: e for e in (index or {}).get("cells", [])}
-    rows = []
-    for name in list(entries) + [n for n in runs if n not in entries]:
-        e, d = entries.get(name, {}), root / "runs" / name
-        kind = cross_task.cell_kind(name)
-        phases = ("finetune",) if kind == "ft" else ("forget", "relearn")
-        cmd = ""
-        if "config_overrides" in e:
-            cell = sweep.Cell(name, e["config_overrides"], tuple(e.get("deps", ())))
-            cmd = "`" + sweep.cell_command(cell, root) + "`"
-        rows.append({"cell": name, "status": sweep.disk_status(d),
-                     "history_seconds": wall_seconds(d, phases),
-                     "runner_seconds": e.get("seconds"), "command": cmd})
-    return rows
-
-
 def _commands(index: Mapping[str, Any] | None, experiments: Sequence[str]) -> list[str]:
     """Recorded sweep commands whose experiment list includes one of ``experiments``."""
     out = []
@@ -453,7 +413,7 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
         md.append(_section(f"{title} (`{fig}`)", _made_by(index, DIAGONAL, report_cmd)
                            + "\n" + text))
 
-    cells = cell_rows(root, runs, index)
+    cells = tables.cell_rows(root, runs, index)
     hist = sum(r["history_seconds"] or 0.0 for r in cells)
     runner = [r["runner_seconds"] for r in cells if r["runner_seconds"] is not None]
     body = (f"Total wall time of the runs (sum of history.jsonl `seconds`, i.e. training epochs "

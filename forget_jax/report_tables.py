@@ -1,4 +1,4 @@
-"""Rows of the report's result tables (single-task, cross-task, size) and Fig. 3.1.
+"""Rows of the report's tables (single-task, cross-task, size, cells) and Fig. 3.1.
 
 A *group* is the cells that differ only in their ``-s<seed>`` suffix. One function,
 :func:`cell_row`, makes a table row from a group: with one cell it is that cell's row (per-seed
@@ -15,6 +15,7 @@ results.json ratio is shown.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from forget_jax import sweep
-from forget_jax.analysis import rundir, stats
+from forget_jax.analysis import cross_task, rundir, stats
 from forget_jax.analysis.cross_task import UNDEFINED, Matrix, Run, build_matrix, group_name
 
 PHASES = ("pretrained", "finetuned", "forgotten")
@@ -179,6 +180,45 @@ def size_rows(runs: Mapping[str, Run], ivs: stats.PredictionIntervals,
         for k in ("forget_acc_100", "forget_acc_1000"):
             row[f"paper_{k}"] = float(paper[t][k]) if t in paper else ""
         rows.append(row)
+    return rows
+
+
+def wall_seconds(run_dir: Path, phases: Sequence[str]) -> float | None:
+    """Sum of history.jsonl ``seconds`` over the given training phases (None without any).
+
+    Each line's ``seconds`` is the time of that epoch (training + its per-epoch evaluation, as
+    phases.py measures it); model loading and the phase-end evaluations are not included.
+    """
+    path = run_dir / "history.jsonl"
+    if not path.is_file():
+        return None
+    secs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill mid-write
+        if isinstance(rec, dict) and rec.get("phase") in phases and "seconds" in rec:
+            secs.append(float(rec["seconds"]))
+    return sum(secs) if secs else None
+
+
+def cell_rows(root: Path, runs: Mapping[str, Run], index: Mapping[str, Any] | None
+              ) -> list[dict[str, Any]]:
+    """One row per cell (indexed or found on disk): status, wall time, the command that ran it."""
+    entries = {e["name"]: e for e in (index or {}).get("cells", [])}
+    rows = []
+    for name in list(entries) + [n for n in runs if n not in entries]:
+        e, d = entries.get(name, {}), root / "runs" / name
+        kind = cross_task.cell_kind(name)
+        phases = ("finetune",) if kind == "ft" else ("forget", "relearn")
+        cmd = ""
+        if "config_overrides" in e:
+            cell = sweep.Cell(name, e["config_overrides"], tuple(e.get("deps", ())))
+            cmd = "`" + sweep.cell_command(cell, root) + "`"
+        rows.append({"cell": name, "status": sweep.disk_status(d),
+                     "history_seconds": wall_seconds(d, phases),
+                     "runner_seconds": e.get("seconds"), "command": cmd})
     return rows
 
 
