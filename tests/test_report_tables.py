@@ -184,3 +184,16 @@ def test_ratio_analyses_leave_out_cells_with_an_undefined_ratio(gated, monkeypat
     assert seen["fig5_1_orders"] == seen["fig6_1_probes"] == ["forget-cb-on-cb",
                                                               "forget-copa-on-copa"]
     assert "left out, forget ratio undefined" in bodies["fig4_1_predictors"]
+
+
+@pytest.mark.parametrize("name, kind, seed, group", [
+    ("ft-copa", "ft", 0, "ft-copa"), ("ft-copa-s2", "ft", 2, "ft-copa"),
+    ("forget-copa-on-cb-s1", "forget", 1, "forget-copa-on-cb"),
+    ("fixed-copa-on-cb", "fixed", 0, "fixed-copa-on-cb"),
+    ("flip-rte-on-cb-s3", "flip", 3, "flip-rte-on-cb"),
+    ("forget-cb-n100", "forget_small", 0, "forget-cb-n100"),
+    ("forget-cb-n100-s1", "forget_small", 1, "forget-cb-n100"),
+    ("ft-cb-n100", "ft", 0, "ft-cb-n100"), ("misc-cb", None, 0, "misc-cb")])
+def test_cell_names(name, kind, seed, group):
+    assert cross_task.cell_kind(name) == kind
+    assert (cross_task.name_seed(name), cross_task.group_name(name)) == (seed, group)

@@ -44,7 +44,7 @@ from scipy.cluster import hierarchy
 from forget_jax.analysis import rundir
 
 _SEED = r"(?:-s(\d+))?$"
-_KINDS = (("ft", re.compile(r"^ft-\w+?" + _SEED)),
+_KINDS = (("ft", re.compile(r"^ft-\w+?(?:-n\d+)?" + _SEED)),  # -n<k>: roots made before issue 13
           ("forget_small", re.compile(r"^forget-\w+-n\d+" + _SEED)),
           ("forget", re.compile(r"^forget-\w+-on-\w+" + _SEED)),
           ("fixed", re.compile(r"^fixed-\w+-on-\w+" + _SEED)),
