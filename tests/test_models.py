@@ -279,7 +279,7 @@ def test_mixed_matmul_custom_gradient_matches_autodiff():
 
 def test_unknown_precision_or_matmul_dtype_is_an_error():
     with pytest.raises(ValueError, match="precision must be one of"):
-        precision_kwargs("float16")
+        precision_kwargs("float8")
     hf_model = tiny_hf("gpt2")
     with pytest.raises(ValueError, match="unsupported matmul_dtype"):
         flax_twin(hf_model, matmul_dtype=jnp.float16)

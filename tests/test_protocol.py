@@ -158,3 +158,26 @@ def test_init_from_of_another_precision_is_refused(ft_cell, tiny_dir, shared_dat
                                               "precision=float16"):
         run.run(c, str(tmp_path / "wd"))
     assert not (tmp_path / "wd").exists()
+
+
+def test_float16_params_and_compute_stay_close_to_float32():
+    from forget_jax.models.registry import precision_kwargs
+    from tests.test_models import low_precision_twin
+
+    _, param_dtypes, h_dtype, err, scale = low_precision_twin(
+        "llama_gqa_untied", **precision_kwargs("float16"))
+    assert param_dtypes == {jnp.dtype(jnp.float16)} and h_dtype == jnp.float16
+    assert err.max() < 0.02 * scale  # float16 has ~3.3 significant digits (bf16: ~2.4)
+
+
+def test_cross_task_cell_scores_the_forget_set(tiny_dir, shared_data, tmp_path):
+    c = tiny_config(tiny_dir, shared_data, max_epochs=1)
+    c.forget_task, c.forget_mode = "rte", "flipped"
+    res = run.run(c, str(tmp_path))
+    assert res["forget_stop_rule"] == "mirror"
+    fs = res["forget_set"]
+    assert fs["task"] == "rte" and fs["split"] == "rte.train" and fs["n"] == 12
+    assert set(fs["accuracy"]) == {"pretrained", "finetuned", "forgotten"}
+    assert fs["accuracy"] == res["forget_train_accuracy"]
+    for phase in ("finetuned", "forgotten"):
+        assert (tmp_path / f"predictions/{phase}/rte.train.jsonl").exists()
