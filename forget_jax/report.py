@@ -26,6 +26,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from forget_jax import report_tables as tables
 from forget_jax import sweep
 from forget_jax.analysis import cross_task, rundir, stats
@@ -288,12 +290,17 @@ def _matrix_section(m: cross_task.Matrix | None, out: Path, fig: str, table: str
     ordered = cross_task.upgma_ordered(m)
     rundir.write_csv(cross_task.matrix_table(ordered), out / "tables" / table)
     cross_task.plot_cross_task(ordered, out / "figures" / f"{fig}.png")
-    shares = cross_task.effect_shares(m)
+    # the gate depends on B's fine-tuning only, so undefined cells fill whole columns: the shares
+    # are taken over the eval tasks with a ratio
+    keep = [b for j, b in enumerate(m.cols) if not np.isnan(m.values[:, j]).all()]
+    shares = cross_task.effect_shares(m.reindex(m.rows, keep))
+    dropped = [b for b in m.cols if b not in keep]
+    over = f" (eval tasks without any ratio left out: {', '.join(dropped)})" if dropped else ""
     return (f"\n![{fig}](figures/{fig}.png)\n\nTable: [`tables/{table}`](tables/{table}) "
             "(rows: forget task A; columns: eval task B; mean over seeds).\n\n"
             + md_table(cross_task.matrix_table(ordered))
             + "\nShare of the matrix's sum of squares explained by the eval task (columns) "
-            "vs the forget task (rows): "
+            f"vs the forget task (rows){over}: "
             + (", ".join(f"{k} {v:.2f}" for k, v in shares.items()) if shares else
                "n/a (missing or undefined cells)") + ".\n\nOwn-task vs other-task forgetting "
             "per eval task:\n\n" + md_table(cross_task.diagonal_summary(m)))

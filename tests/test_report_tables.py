@@ -64,7 +64,8 @@ def test_insignificant_gain_makes_the_ratio_undefined(gated):
         rows = {r["forget_task"]: r for r in _csv(root / "report/tables" / table)}
         assert {r["copa"] for r in rows.values()} == {UNDEFINED}, table  # eval task copa
         assert [float(r["cb"]) for r in rows.values()] == pytest.approx([(0.9 - fo) / 0.4] * 2)
-    assert "n/a (missing or undefined cells)" in md
+    # the gate empties eval task copa's column: the shares are over cb alone (one column)
+    assert "(eval tasks without any ratio left out: copa): n/a" in md
 
 
 def test_fixed_matrix_and_cells_table(gated):
@@ -197,3 +198,10 @@ def test_ratio_analyses_leave_out_cells_with_an_undefined_ratio(gated, monkeypat
 def test_cell_names(name, kind, seed, group):
     assert cross_task.cell_kind(name) == kind
     assert (cross_task.name_seed(name), cross_task.group_name(name)) == (seed, group)
+
+
+def test_variance_shares_leave_out_undefined_columns(tmp_path):
+    col = {"a": UNDEFINED, "b": 0.2, "c": 0.9}  # every row alike: all variance is the eval task's
+    m = cross_task.build_matrix({(a, b): col[b] for a in "abc" for b in "abc"})
+    md = report._matrix_section(m, tmp_path, "fig", "t.csv", "x")
+    assert "(eval tasks without any ratio left out: a): eval_task 1.00, forget_task 0.00" in md
