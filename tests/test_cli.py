@@ -113,7 +113,11 @@ BAD = [
     (["--config=configs/sweep.py:experiment=cross_task,tasks=copa+nosuch"], "unknown task(s)"),
     (["--config=configs/sweep.py:experiment=sideways,tasks=copa"], "unknown experiment"),
     (["--config=configs/report.py"], "not a sweep root"),
-    (["--config=configs/eval.py:copa", "--config.precision=float16"], "precision must be one of"),
+    (["--config=configs/eval.py:copa", "--config.precision=float8"], "precision must be one of"),
+    (["--config=configs/forget.py:copa", "--config.forget.stop_rule=sometimes"],
+     "unknown forget.stop_rule 'sometimes'"),
+    (["--config=configs/forget.py:copa", "--config.forget.n_train=2000"],
+     "forget.n_train must be in [0, n_train=1000]"),
 ]
 
 
