@@ -73,7 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # with -s<s> (ft-cb-s1, forget-copa-on-cb-s1). "" = one seed (`seed`). Not with `seed`.
     config.seeds = a.seeds
     # Which fine-tuned model a cross-task cell A -> B starts from: "eval_task" (ft-<B>, our
-    # reading of the paper); "forget_task" (ft-<A>) is not supported yet.
+    # reading of the paper); "forget_task" (ft-<A>: B's forget ratio then uses that model's
+    # accuracy on B, results.json init_task = A).
     config.cross_task_start = "eval_task"
     config.model = a.model  # "" = default
     config.data_dir = ""  # "" = default (configs/common.py default_data_dir)

@@ -83,10 +83,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         prev = rundir.read_json(res)
         if "finetuned" not in prev.get("accuracy", {}):
             raise ConfigError(f"init_from={config.init_from} has no finished fine-tune phase")
-        if prev.get("task") != config.task or prev.get("model") != config.model:
+        # A cross-task cell A -> B starts from B's fine-tune (the default reading) or from A's
+        # (sweep cross_task_start="forget_task"; "finetuned" is then that model scored on B).
+        starts = {config.task, config.forget_task or config.task}
+        if prev.get("task") not in starts or prev.get("model") != config.model:
             raise ConfigError(
                 f"init_from={config.init_from} was fine-tuned on {prev.get('task')!r} with "
-                f"{prev.get('model')!r}, this run needs task {config.task!r} / {config.model!r}")
+                f"{prev.get('model')!r}, this run needs task {' or '.join(sorted(starts))!r} / "
+                f"{config.model!r}")
         # E.g. a float16 forget run (model.half() + SGD, no float32 master) started from a
         # float32 fine-tune would silently round that checkpoint: one precision per cell chain.
         src_cfg = pathlib.Path(config.init_from) / "config.json"
@@ -308,10 +312,15 @@ def run_forget(config, workdir) -> dict:
     if config.init_from:
         src = pathlib.Path(config.init_from)
         prev = rundir.read_json(src / "results.json")
-        results["accuracy"]["pretrained"] = prev["accuracy"]["pretrained"]
-        for sub in ("predictions/pretrained", "activations/pretrained"):
-            if (src / sub).is_dir() and rundir.is_main():
-                shutil.copytree(src / sub, pathlib.Path(workdir) / sub, dirs_exist_ok=True)
+        results["init_task"] = prev["task"]  # whose fine-tuned checkpoint this run starts from
+        if prev["task"] == task:  # the start model's zero-shot scores are the source cell's
+            results["accuracy"]["pretrained"] = prev["accuracy"]["pretrained"]
+            for sub in ("predictions/pretrained", "activations/pretrained"):
+                if (src / sub).is_dir() and rundir.is_main():
+                    shutil.copytree(src / sub, pathlib.Path(workdir) / sub, dirs_exist_ok=True)
+        else:  # started from the forget task's fine-tune: score B zero-shot here
+            record("pretrained", phases.evaluate(env, params, "pretrained", eval_splits))
+            activations("pretrained", params)
         results["epochs"]["finetune"] = prev["epochs"]["finetune"]
         if "finetune" in prev.get("params_changed_fraction", {}):
             results["params_changed_fraction"]["finetune"] = \

@@ -139,8 +139,9 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
                 common: Mapping[str, Any], sfx: str, n_small: int,
-                analyses: bool) -> list[Cell]:
-    """The cells of one seed (names end in ``sfx``)."""
+                analyses: bool, cross_task_start: str) -> list[Cell]:
+    """The cells of one seed (names end in ``sfx``); a cell A -> B starts from ``ft-<B>``, or
+    from ``ft-<A>`` with ``cross_task_start="forget_task"``."""
     act = {"activations.enabled": True} if analyses else {}
     ft = {t: Cell(f"ft-{t}{sfx}", {**common, "task": t, "stop_after": "finetune", **act})
           for t in tasks}
@@ -148,10 +149,11 @@ def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
     def forget(name: str, a: str, b: str, mode: str = "random", **extra: Any) -> Cell:
         if analyses and name == f"forget-{b}-on-{b}":  # the diagonal feeds Fig. 4.1-6.1
             extra = {**extra, **act, "relearn.enabled": True}
+        start = ft[a] if cross_task_start == "forget_task" else ft[b]
         over = {**common, "task": b, "forget_task": a, "forget_mode": mode,
-                "init_from": str(cell_workdir(root, ft[b].name)), "stop_after": "forget",
+                "init_from": str(cell_workdir(root, start.name)), "stop_after": "forget",
                 **extra}
-        return Cell(name + sfx, over, (ft[b].name,))
+        return Cell(name + sfx, over, (start.name,))
 
     cells: list[Cell] = []
     for exp in exps:
@@ -188,7 +190,9 @@ def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike,
             seed) and relearn in the latter, for Fig. 4.1-6.1 (other cells need neither).
         seeds: ``[]`` = one set of cells with plain names and ``common``'s seed; else one set
             per seed, ``seed=s`` set and names suffixed ``-s<s>`` for every s != 0.
-        cross_task_start: :data:`CROSS_TASK_STARTS`; only ``"eval_task"`` is supported.
+        cross_task_start: :data:`CROSS_TASK_STARTS`: ``"eval_task"`` (A -> B starts from
+            ``ft-<B>``) or ``"forget_task"`` (from ``ft-<A>``; B's ratio then uses that model's
+            accuracy on B).
 
     Returns:
         Unique cells; every cell comes after the cells it depends on (fine-tuning first).
@@ -206,10 +210,6 @@ def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike,
     if cross_task_start not in CROSS_TASK_STARTS:
         raise SweepError(f"unknown cross_task_start {cross_task_start!r}; known: "
                          f"{', '.join(CROSS_TASK_STARTS)}")
-    if cross_task_start == "forget_task":
-        raise SweepError("cross_task_start='forget_task' is not supported yet (a cell A -> B "
-                         "would start from ft-<A>, but a single run needs init_from fine-tuned "
-                         "on its own task B); use 'eval_task'")
     if "size" in exps and n_small < 1:
         raise SweepError(f"n_small must be >= 1, got {n_small}")
     if seeds and "seed" in common:
@@ -217,7 +217,8 @@ def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike,
     tasks = parse_tasks(tasks)
     per_seed = [(f"-s{s}" if s else "", {**common, "seed": int(s)}) for s in seeds]
     cells = [c for sfx, com in per_seed or [("", common)]
-             for c in _seed_cells(exps, tasks, root, com, sfx, n_small, analyses)]
+             for c in _seed_cells(exps, tasks, root, com, sfx, n_small, analyses,
+                                     cross_task_start)]
     return dependency_order(cells)
 
 

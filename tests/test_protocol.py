@@ -181,3 +181,26 @@ def test_cross_task_cell_scores_the_forget_set(tiny_dir, shared_data, tmp_path):
     assert fs["accuracy"] == res["forget_train_accuracy"]
     for phase in ("finetuned", "forgotten"):
         assert (tmp_path / f"predictions/{phase}/rte.train.jsonl").exists()
+
+
+def test_cross_task_cell_may_start_from_the_forget_tasks_fine_tune(ft_cell, tiny_dir,
+                                                                   shared_data, tmp_path):
+    """sweep cross_task_start="forget_task": A = copa's fine-tuned model forgets copa and is
+    evaluated on B = rte; B's zero-shot and start ("finetuned") scores are measured here."""
+    src, src_res = ft_cell
+    c = tiny_config(tiny_dir, shared_data, max_epochs=1)
+    c.task, c.forget_task, c.init_from = "rte", "copa", str(src)
+    res = run.run(c, str(tmp_path / "a_to_b"))
+    assert res["init_task"] == "copa" and res["eval_task"] == "rte"
+    assert set(res["accuracy"]) == {"pretrained", "finetuned", "forgotten"}
+    for phase in ("pretrained", "finetuned"):
+        rows = [json.loads(x) for x in
+                (tmp_path / f"a_to_b/predictions/{phase}/rte.test.jsonl").open()]
+        assert res["accuracy"][phase]["test"] == pytest.approx(
+            np.mean([r["correct"] for r in rows]))
+    # the forget set is copa's train role, scored with copa's fine-tuned weights
+    assert res["forget_set"]["accuracy"]["finetuned"] == src_res["accuracy"]["finetuned"]["train"]
+    c.task, c.forget_task = "rte", "cb"  # a third task's fine-tune is not a start state
+    with pytest.raises(run.ConfigError, match="was fine-tuned on 'copa'"):
+        run.run(c, str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()

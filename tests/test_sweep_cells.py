@@ -121,8 +121,11 @@ def test_base_may_not_set_what_a_cell_sets_but_may_set_the_budget(tmp_path):
 
 def test_cross_task_start_reading():
     assert _cells("cross_task", cross_task_start="eval_task") == _cells("cross_task")
-    with pytest.raises(sweep.SweepError, match="not supported yet"):
-        _cells("cross_task", cross_task_start="forget_task")
+    start_a = _cells("cross_task", cross_task_start="forget_task")
+    cell = start_a["forget-copa-on-cb"]  # A = copa, B = cb: starts from A's fine-tune
+    assert cell.deps == ("ft-copa",) and cell.overrides["init_from"].endswith("/runs/ft-copa")
+    assert (cell.overrides["task"], cell.overrides["forget_task"]) == ("cb", "copa")
+    assert start_a["forget-cb-on-cb"] == _cells("cross_task")["forget-cb-on-cb"]  # diagonal
     with pytest.raises(sweep.SweepError, match="unknown cross_task_start"):
         _cells("cross_task", cross_task_start="both")
 
@@ -156,8 +159,6 @@ BAD = [
 
 
 @pytest.mark.parametrize(("arg", "message"), BAD + [
-    ("experiment=cross_task,tasks=copa --config.cross_task_start=forget_task",
-     "not supported yet"),
     ("experiment=cross_task,tasks=copa --config.cross_task_start=both",
      "unknown cross_task_start"),
 ])
