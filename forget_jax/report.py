@@ -302,8 +302,9 @@ def _matrix_section(m: cross_task.Matrix | None, out: Path, fig: str, table: str
             + "\nShare of the matrix's sum of squares explained by the eval task (columns) "
             f"vs the forget task (rows){over}: "
             + (", ".join(f"{k} {v:.2f}" for k, v in shares.items()) if shares else
-               "n/a (missing or undefined cells)") + ".\n\nOwn-task vs other-task forgetting "
-            "per eval task:\n\n" + md_table(cross_task.diagonal_summary(m)))
+               "n/a (missing or undefined cells, or no variance at all)")
+            + ".\n\nOwn-task vs other-task forgetting per eval task:\n\n"
+            + md_table(cross_task.diagonal_summary(m)))
 
 
 def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
