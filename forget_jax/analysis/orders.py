@@ -64,6 +64,11 @@ def _first_epoch(hit: np.ndarray, epochs: np.ndarray) -> tuple[np.ndarray, np.nd
     return first.astype(np.int64), ever
 
 
+def is_learned(conf: np.ndarray, threshold: float, inclusive: bool) -> np.ndarray:
+    """Confidence at or above (``inclusive``) or strictly above the learned threshold."""
+    return conf >= threshold if inclusive else conf > threshold
+
+
 def forget_learn_times(
     forget_conf: np.ndarray,
     relearn_conf: np.ndarray,
@@ -101,8 +106,8 @@ def forget_learn_times(
     if f_ep.shape != forget_conf.shape[:1] or r_ep.shape != relearn_conf.shape[:1]:
         raise ValueError("epoch arrays must have one entry per history row")
     forgot = forget_conf <= threshold if inclusive else forget_conf < threshold
-    learned = relearn_conf >= threshold if inclusive else relearn_conf > threshold
-    learned_by_ft = (forget_conf[0] >= threshold) if inclusive else (forget_conf[0] > threshold)
+    learned = is_learned(relearn_conf, threshold, inclusive)
+    learned_by_ft = is_learned(forget_conf[0], threshold, inclusive)
     if not include_epoch0:
         forgot = forgot & (f_ep != 0)[:, None]
         learned = learned & (r_ep != 0)[:, None]
@@ -150,7 +155,7 @@ def _task_times(run_dirs, threshold, include_epoch0, inclusive=True):
         times = forget_learn_times(f_conf, r_conf, threshold, forget_epochs=f_ep,
                                    relearn_epochs=r_ep, include_epoch0=include_epoch0,
                                    inclusive=inclusive)
-        learned_by_ft = f_conf[0] >= threshold if inclusive else f_conf[0] > threshold
+        learned_by_ft = is_learned(f_conf[0], threshold, inclusive)
         yield results["task"], *times, learned_by_ft, int(np.max(r_ep))
 
 
