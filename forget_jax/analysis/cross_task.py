@@ -31,7 +31,6 @@ column (eval task) part, a row (forget task) part, and a residual.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -102,15 +101,8 @@ class Run:
 
     @property
     def init_from(self) -> str:
-        """The run it started from (results.json ``init_from``, else config.json's); "" if none."""
-        init = self.results.get("init_from")
-        if not init:
-            try:
-                init = json.loads((self.dir / "config.json").read_text(encoding="utf-8")).get(
-                    "init_from")
-            except (OSError, ValueError, AttributeError):
-                init = ""
-        return str(init or "")
+        """The run it started from (:func:`rundir.init_from`); "" if none."""
+        return rundir.init_from(self.dir, self.results)
 
     def acc(self, phase: str) -> float | None:
         """results.json ``accuracy.<phase>.test`` (None when absent)."""

@@ -40,7 +40,6 @@ Choices the report must state:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -216,12 +215,7 @@ def _predictions_or_init(run: Path, results: Mapping[str, Any], phase: str, task
     """``read_predictions`` of the run, else of the run it started from (``init_from``)."""
     if (run / "predictions" / phase / f"{task}.{split}.jsonl").is_file():
         return rundir.read_predictions(run, phase, task, split)
-    init = results.get("init_from")
-    if not init:
-        try:
-            init = json.loads((run / "config.json").read_text(encoding="utf-8")).get("init_from")
-        except (OSError, ValueError, AttributeError):
-            init = None
+    init = rundir.init_from(run, results)
     return rundir.read_predictions(Path(init) if init else run, phase, task, split)
 
 

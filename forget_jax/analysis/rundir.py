@@ -44,6 +44,19 @@ class RunDirError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def init_from(run: PathLike, results: Mapping[str, Any]) -> str:
+    """The run directory ``run`` started from (results.json ``init_from``, else config.json's);
+    "" if none."""
+    init = results.get("init_from")
+    if not init:
+        try:
+            init = json.loads((Path(run) / "config.json").read_text(encoding="utf-8")).get(
+                "init_from")
+        except (OSError, ValueError, AttributeError):
+            init = ""
+    return str(init or "")
+
+
 def read_results(run: PathLike) -> dict[str, Any]:
     """Reads ``<run>/results.json``.
 
