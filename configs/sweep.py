@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config = ml_collections.ConfigDict()
     config.job = "sweep"
-    # single | cross_task | cross_task_fixed | size | flipped, "+"-joinable
+    # single | cross_task | cross_task_fixed | size | flipped | flipped_diag | null, "+"-joinable
     config.experiment = a.experiment
     config.tasks = a.tasks  # "+"-joined task names, or "all"
     config.mode = a.mode  # run | print_cells | print_commands | run_cell
@@ -76,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # reading of the paper); "forget_task" (ft-<A>: B's forget ratio then uses that model's
     # accuracy on B, results.json init_task = A).
     config.cross_task_start = "eval_task"
+    # The `null` experiment's forget learning rate (null-<t> cells, fixed budget): ~0, so the
+    # forget ratio must be ~0. Not exactly 0: the update path itself is exercised.
+    config.null_lr = 1e-7
     config.model = a.model  # "" = default
     config.data_dir = ""  # "" = default (configs/common.py default_data_dir)
     config.base = ""  # more single-run overrides: "finetune.lr=1e-3;forget.max_epochs=20"

@@ -272,6 +272,13 @@ SIZE_READING = (
     "Llama-2-7B, Appendix B.\n")
 
 
+NULL_READING = (
+    "`null-<t>`: the single-task forget phase from the same `ft-<t>` with the forget learning "
+    "rate ~0 (sweep `null_lr`) and a fixed budget of `forget.max_epochs` epochs. Its forget "
+    "ratio's 95% interval must include 0; if it does not, accuracies move for a reason other "
+    "than the forget update (label leakage, nondeterministic scoring).\n")
+
+
 def _section(title: str, body: str) -> str:
     return f"## {title}\n\n{body}\n"
 
@@ -396,7 +403,7 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
     md.append(_section("Appendix B: 100 vs 1000 training examples", body))
 
     flipped_m = tables.ratio_matrix(runs, "flip", ivs)
-    body = _made_by(index, ("flipped", "cross_task"), report_cmd)
+    body = _made_by(index, ("flipped", "flipped_diag", "cross_task"), report_cmd)
     if flipped_m is not None:
         ordered = cross_task.upgma_ordered(flipped_m)
         rundir.write_csv(cross_task.matrix_table(ordered),
@@ -410,7 +417,28 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
                  "\n\n" + md_table(cross_task.matrix_table(ordered)))
     else:
         body += "\nappC_flipped: skipped: no complete `flip-<A>-on-<B>` cells with A != B.\n"
+    flip_diag = tables.flipped_vs_random_rows(runs, ivs)
+    if flip_diag:
+        rundir.write_csv(flip_diag, out / "tables" / "flipped_vs_random.csv")
+        body += ("\nThe diagonal, flipped vs random labels from the same fine-tuned cell. Table: "
+                 "[`tables/flipped_vs_random.csv`](tables/flipped_vs_random.csv)\n\n"
+                 + md_table(flip_diag, [
+                     "task", "finetuned_acc", "forgotten_acc_random", "forget_ratio_random",
+                     "forget_set_acc_random", "forgotten_acc_flipped", "forget_ratio_flipped",
+                     "forget_set_acc_flipped", "epochs_forget_flipped"]))
     md.append(_section("Appendix C: flipped labels", body))
+
+    null = tables.single_task_rows(runs, ivs, kind="null")
+    body = _made_by(index, ("null",), report_cmd) + "\n" + NULL_READING
+    if null:
+        rundir.write_csv(null, out / "tables" / "null_control.csv")
+        body += ("\nTable: [`tables/null_control.csv`](tables/null_control.csv)\n\n"
+                 + md_table(null, ["task", "cell", "finetuned_acc", "forgotten_acc",
+                                   "forget_ratio", "forget_ratio_lo", "forget_ratio_hi",
+                                   "forget_set_acc", "epochs_forget", "params_changed_forget"]))
+    else:
+        body += "\nnull_control.csv: skipped: no complete `null-<t>` cells.\n"
+    md.append(_section("Null control", body))
 
     # the per-task analyses read one cell per task: the lowest seed of each single-task group
     diag = [g[0] for g in tables.groups(runs, "forget").values() if g[0].a == g[0].b]

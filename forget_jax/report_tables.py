@@ -117,13 +117,33 @@ def cell_row(cells: Sequence[Run], ivs: stats.PredictionIntervals) -> dict[str, 
 
 
 def single_task_rows(runs: Mapping[str, Run], ivs: stats.PredictionIntervals,
-                     per_seed: bool = False) -> list[dict[str, Any]]:
-    """single_task.csv (mean over seeds) or single_task_per_seed.csv: ``forget-<t>-on-<t>``."""
-    diag = [g for g in groups(runs, "forget").values() if g[0].a == g[0].b]
+                     per_seed: bool = False, kind: str = "forget") -> list[dict[str, Any]]:
+    """single_task.csv (mean over seeds) or single_task_per_seed.csv: the diagonal cells of
+    ``kind`` (``forget-<t>-on-<t>``; ``null-<t>`` for null_control.csv, ``flip-<t>-on-<t>``)."""
+    diag = [g for g in groups(runs, kind).values() if g[0].a == g[0].b]
     pos = {t: i for i, t in enumerate(task_order({g[0].b for g in diag}))}
     diag.sort(key=lambda g: pos[g[0].b])
     cells = [[r] for g in diag for r in g] if per_seed else diag
     return [{"task": g[0].b, **cell_row(g, ivs)} for g in cells]
+
+
+def flipped_vs_random_rows(runs: Mapping[str, Run], ivs: stats.PredictionIntervals
+                           ) -> list[dict[str, Any]]:
+    """flipped_vs_random.csv: per task with a ``flip-<t>-on-<t>`` cell, its forget ratio (and
+    forget-set accuracy) beside the random-label ``forget-<t>-on-<t>`` of the same ``ft-<t>``."""
+    rand = {r["task"]: r for r in single_task_rows(runs, ivs)}
+    rows = []
+    for f in single_task_rows(runs, ivs, kind="flip"):
+        r = rand.get(f["task"], {})
+        row: dict[str, Any] = {"task": f["task"], "seeds": f["seeds"],
+                               "finetuned_acc": f["finetuned_acc"]}
+        for tag, x in (("random", r), ("flipped", f)):
+            row[f"cell_{tag}"] = x.get("cell", "")
+            for key in ("forgotten_acc", "forget_ratio", "forget_ratio_lo", "forget_ratio_hi",
+                        "forget_set_acc", "epochs_forget", "forget_stop_rule"):
+                row[f"{key}_{tag}"] = x.get(key, "")
+        rows.append(row)
+    return rows
 
 
 def cross_task_cells(runs: Mapping[str, Run], ivs: stats.PredictionIntervals

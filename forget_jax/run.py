@@ -106,17 +106,44 @@ RESUME_FREE_KEYS = ("distributed", "eval_batch_size", "compilation_cache_dir", "
                     "dry_run_seq_len", "mesh", "remat")
 
 
+# Fields added after a run's config.json may have been written, each with the value that
+# reproduces the behaviour of code that did not have it: a stored config lacking one of them
+# resumes under a config that sets exactly that value. A new config field goes here, so
+# existing workdirs (a study resumed across sessions) stay resumable.
+ADDED_FIELDS = {"forget.stop_rule": "chance", "forget.n_train": 0}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Refuses to resume a workdir that holds a run of a different config."""
+    """Refuses to resume a workdir that holds a run of a different config.
+
+    Keys of :data:`RESUME_FREE_KEYS` may differ; a key of :data:`ADDED_FIELDS` missing from the
+    stored config counts as its listed value (``forget.stop_rule`` compared after "auto" is
+    resolved for the run's ``forget_mode``).
+    """
     wd = pathlib.Path(workdir)
     prev_path = wd / "config.json"
     if not prev_path.exists() or not ((wd / "checkpoints").exists() or
                                       (wd / "results.json").exists()):
         return
-    prev = rundir.read_json(prev_path)
-    new = json.loads(json.dumps(config.to_dict()))
+    new = _flat(json.loads(json.dumps(config.to_dict())))
+    prev = {**{k: v for k, v in ADDED_FIELDS.items() if k in new},
+            **_flat(rundir.read_json(prev_path))}
+    for cfg in (prev, new):
+        if "forget.stop_rule" in cfg:
+            cfg["forget.stop_rule"] = resolve_stop_rule(cfg["forget.stop_rule"],
+                                                        cfg.get("forget_mode", "random"))
     diff = sorted(k for k in set(prev) | set(new)
-                  if k not in RESUME_FREE_KEYS and prev.get(k) != new.get(k))
+                  if k.split(".")[0] not in RESUME_FREE_KEYS and prev.get(k) != new.get(k))
     if diff:
         raise ConfigError(
             f"workdir {workdir} holds a run with a different config ({', '.join(diff)} "

@@ -150,7 +150,8 @@ def cells_from_config(config: Any, root: str | os.PathLike) -> list[Cell]:
     cells = expand(config.experiment, config.tasks, root, common=common,
                    n_small=config.n_small or configs_module("sweep").default_n_small(
                        config.runlocal), analyses=config.analyses,
-                   seeds=parse_seeds(config.seeds), cross_task_start=config.cross_task_start)
+                   seeds=parse_seeds(config.seeds), cross_task_start=config.cross_task_start,
+                   null_lr=config.null_lr)
     return [c for c in cells if config.stage < 0 or c.stage == config.stage]
 
 

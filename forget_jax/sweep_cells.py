@@ -17,6 +17,10 @@ config given as a flat dict of dotted-key overrides of ``configs/forget.py``. Ex
   (``forget.n_train=k``) of the *same* fine-tuned model ``ft-<t>`` (Appendix B), so only the
   forget set's size differs.
 * ``flipped``           ``ft-<B>``, then ``flip-<A>-on-<B>`` with flipped labels (Appendix C).
+* ``flipped_diag``      the diagonal of ``flipped`` only: ``flip-<t>-on-<t>``.
+* ``null``              the null control ``null-<t>``: ``forget-<t>-on-<t>`` with the forget
+  learning rate set to ``null_lr`` (~0) and a fixed budget (``forget.stop_rule="fixed"``): the
+  forget ratio must come out ~0, else something other than the update moves the accuracies.
 
 Experiments combine with ``+``; cells are shared by name, so each task's fine-tuned checkpoint
 is made once. With several seeds (``seeds=[0, 1, 2]``) every cell is made once per seed; cells
@@ -34,7 +38,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-EXPERIMENTS = ("single", "cross_task", "cross_task_fixed", "size", "flipped")
+EXPERIMENTS = ("single", "cross_task", "cross_task_fixed", "size", "flipped", "flipped_diag",
+               "null")
 PAPER_TASKS = (  # the paper's 19 tasks, in Appendix B order
     "piqa", "arc_easy", "arc_challenge", "creak", "boolq", "sciq", "pubmedqa", "mathqa",
     "toxigen", "cola", "mrpc", "mnli", "qnli", "rte", "wnli", "cb", "copa", "wic", "wsc")
@@ -139,7 +144,7 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
                 common: Mapping[str, Any], sfx: str, n_small: int,
-                analyses: bool, cross_task_start: str) -> list[Cell]:
+                analyses: bool, cross_task_start: str, null_lr: float) -> list[Cell]:
     """The cells of one seed (names end in ``sfx``); a cell A -> B starts from ``ft-<B>``, or
     from ``ft-<A>`` with ``cross_task_start="forget_task"``."""
     act = {"activations.enabled": True} if analyses else {}
@@ -167,6 +172,11 @@ def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
                       for a in tasks for b in tasks]
         elif exp == "flipped":
             cells += [forget(f"flip-{a}-on-{b}", a, b, "flipped") for a in tasks for b in tasks]
+        elif exp == "flipped_diag":
+            cells += [forget(f"flip-{t}-on-{t}", t, t, "flipped") for t in tasks]
+        elif exp == "null":
+            cells += [forget(f"null-{t}", t, t, **{"forget.lr": float(null_lr),
+                                                   "forget.stop_rule": "fixed"}) for t in tasks]
         else:  # size
             cells += [c for t in tasks for c in (
                 forget(f"forget-{t}-on-{t}", t, t),
@@ -177,7 +187,7 @@ def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
 def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike, *,
            common: Mapping[str, Any] | None = None, n_small: int = 100,
            analyses: bool = False, seeds: Sequence[int] = (),
-           cross_task_start: str = "eval_task") -> list[Cell]:
+           cross_task_start: str = "eval_task", null_lr: float = 0.0) -> list[Cell]:
     """Expands ``experiment`` (names joined with ``+``) into cells in dependency order.
 
     Args:
@@ -193,6 +203,7 @@ def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike,
         cross_task_start: :data:`CROSS_TASK_STARTS`: ``"eval_task"`` (A -> B starts from
             ``ft-<B>``) or ``"forget_task"`` (from ``ft-<A>``; B's ratio then uses that model's
             accuracy on B).
+        null_lr: the ``null`` experiment's forget learning rate.
 
     Returns:
         Unique cells; every cell comes after the cells it depends on (fine-tuning first).
@@ -218,7 +229,7 @@ def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike,
     per_seed = [(f"-s{s}" if s else "", {**common, "seed": int(s)}) for s in seeds]
     cells = [c for sfx, com in per_seed or [("", common)]
              for c in _seed_cells(exps, tasks, root, com, sfx, n_small, analyses,
-                                     cross_task_start)]
+                                     cross_task_start, null_lr)]
     return dependency_order(cells)
 
 

@@ -352,7 +352,8 @@ def test_analyses_run_when_their_inputs_exist(tmp_path):
         rows = _csv(tmp_path / "report/tables" / f"{table}.csv")
         assert sorted({r["task"] for r in rows}) == sorted(TASKS), table
         assert f"](figures/{fig}.png)" in md
-    assert "skipped:" not in md and "failed:" not in md
+    skipped = [line for line in md.splitlines() if "skipped:" in line or "failed:" in line]
+    assert skipped == ["null_control.csv: skipped: no complete `null-<t>` cells."]  # none made
     assert "Choices (from `forget_jax.analysis.orders`)" in md
     predictors = {r["task"]: r for r in _csv(tmp_path / "report/tables/predictors.csv")}
     for t in TASKS:  # the forget ratio there is the cell's results.json value too
@@ -369,3 +370,24 @@ def test_analyses_run_when_their_inputs_exist(tmp_path):
     for r in examples:
         assert int(r["n"]) == want[r["task"]]["n"]
         assert int(r["n_forgotten"]) == want[r["task"]]["n_forgotten"]
+
+
+def test_null_control_and_flipped_diagonal_tables(tmp_path):
+    rng = np.random.default_rng(3)
+    ft = ft_cell(tmp_path, "cb", rng.random(40) < 0.9, rng.random(40) < 0.6)
+    ft_correct = np.array([json.loads(x)["correct"] for x in (
+        tmp_path / "runs/ft-cb/predictions/finetuned/cb.test.jsonl").read_text().splitlines()])
+    res = {name: forget_cell(tmp_path, name, "cb", ft, c, rng.random(30) < 0.5, mode)
+           for name, c, mode in (("null-cb", ft_correct, "random"),  # nothing moved
+                                 ("forget-cb-on-cb", rng.random(40) < 0.55, "random"),
+                                 ("flip-cb-on-cb", rng.random(40) < 0.2, "flipped"))}
+    report.main(report_configs.get_config("n_bootstrap=200"), str(tmp_path))
+    (null,) = _csv(tmp_path / "report/tables/null_control.csv")
+    assert null["cell"] == "null-cb" and float(null["forget_ratio"]) == 0.0
+    assert float(null["forget_ratio_lo"]) == float(null["forget_ratio_hi"]) == 0.0
+    (flip,) = _csv(tmp_path / "report/tables/flipped_vs_random.csv")
+    for tag, name in (("random", "forget-cb-on-cb"), ("flipped", "flip-cb-on-cb")):
+        assert flip[f"cell_{tag}"] == name
+        assert float(flip[f"forget_ratio_{tag}"]) == pytest.approx(res[name]["forget_ratio"])
+    md = (tmp_path / "report/report.md").read_text()
+    assert "## Null control" in md and "flipped_vs_random.csv" in md

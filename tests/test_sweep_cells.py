@@ -174,3 +174,22 @@ def test_bad_sweep_input_through_main_one_line_exit_2_nothing_written(tmp_path, 
     assert len(err) == 1 and message in err[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert not (root / "sweep.json").exists() and not (root / "runs").exists()
+
+
+def test_null_and_flipped_diagonal_cells():
+    cells = _cells("null+flipped_diag", null_lr=1e-7)
+    assert sorted(cells) == sorted(["ft-copa", "ft-cb", "null-copa", "null-cb", "flip-copa-on-copa",
+                                    "flip-cb-on-cb"])
+    forget = _cells("single")["forget-cb-on-cb"]
+    null = cells["null-cb"]
+    assert null.deps == forget.deps == ("ft-cb",)
+    assert dict(null.overrides) == {**forget.overrides, "forget.lr": 1e-7,
+                                    "forget.stop_rule": "fixed"}
+    cfg = sweep.cell_config(null, FORGET_GET_CONFIG)
+    assert (cfg.task, cfg.forget_task, cfg.forget.lr, cfg.forget.stop_rule) == (
+        "cb", "cb", 1e-7, "fixed")
+    assert cells["flip-cb-on-cb"].overrides["forget_mode"] == "flipped"
+    # a sweep-wide forget lr (base) does not reach the null cells
+    base = _cells("single+null", common={"forget.lr": 1e-3}, null_lr=0.0)
+    assert base["forget-cb-on-cb"].overrides["forget.lr"] == 1e-3
+    assert base["null-cb"].overrides["forget.lr"] == 0.0
