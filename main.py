@@ -72,6 +72,10 @@ def main(argv) -> int:
         print("error: --config and --workdir are required", file=sys.stderr)
         return 2
     try:
+        if config.get("dry_run", False):  # no real devices needed: CPU stand-ins for the mesh
+            from forget_jax import plan
+
+            plan.prepare_devices(config)
         from forget_jax import distributed
 
         distributed.init_distributed(config)
