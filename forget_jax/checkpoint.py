@@ -11,7 +11,12 @@ Layout under ``<workdir>/checkpoints/``:
 Resume order (documented in the README): this workdir's own checkpoints first, then
 ``init_from`` (another run's ``finetune_best``), then the Hugging Face / GGUF weights.
 Orbax writes atomically (temporary directory + rename), so a killed run leaves either the previous
-or the new checkpoint, never a torn one. Every process takes part in saves.
+or the new checkpoint, never a torn one; a killed save's ``*.orbax-checkpoint-tmp*`` directory is
+removed when the directory is next opened. A save replaces a committed step of the same number:
+epoch e's best checkpoint is saved before its latest one, so a run killed between the two resumes
+from epoch e - 1, recomputes epoch e (deterministically) and saves step e of ``finetune_best``
+again (Orbax refuses to overwrite a step even with ``force=True``). Every process takes part in
+saves.
 """
 
 from __future__ import annotations
@@ -33,8 +38,18 @@ def _manager(directory: str | os.PathLike, best: bool = False) -> ocp.Checkpoint
         best_fn=(lambda m: m["validation_acc"]) if best else None,
         best_mode="max",
         keep_checkpoints_without_metrics=not best,
+        cleanup_tmp_directories=True,  # what a save killed before its commit left behind
     )
     return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
+
+
+def _save(mgr: ocp.CheckpointManager, step: int, args, **kwargs) -> None:
+    """Saves ``step`` synchronously, replacing a committed step of that number (a resumed
+    run recomputing an epoch whose checkpoint an interrupted attempt already committed)."""
+    if step in mgr.all_steps():
+        mgr.delete(step)
+    mgr.save(step, args=args, force=True, **kwargs)
+    mgr.wait_until_finished()
 
 
 class PhaseCheckpoints:
@@ -54,9 +69,8 @@ class PhaseCheckpoints:
         return self.dir.is_dir() and self.mgr.latest_step() is not None
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        self.mgr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-        self.mgr.wait_until_finished()
+        _save(self.mgr, step, ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
     def restore_meta(self) -> dict | None:
         step = self.mgr.latest_step() if self.dir.is_dir() else None
@@ -95,10 +109,9 @@ class BestCheckpoint:
         return self.dir.is_dir() and self.mgr.latest_step() is not None
 
     def save(self, step: int, params: Any, validation_acc: float, meta: dict) -> None:
-        self.mgr.save(step, args=ocp.args.Composite(
+        _save(self.mgr, step, ocp.args.Composite(
             params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
-            metrics={"validation_acc": float(validation_acc)}, force=True)
-        self.mgr.wait_until_finished()
+            metrics={"validation_acc": float(validation_acc)})
 
     def restore(self, abstract_params: Any) -> tuple[Any, dict]:
         step = self.mgr.best_step()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import tempfile
 
 import ml_collections
 
@@ -24,6 +26,23 @@ def compilation_cache(config: ml_collections.ConfigDict) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def check_workdir(workdir: str, create: bool = True) -> None:
+    """ConfigError unless ``workdir`` is (or, with ``create``, can be made) a directory this
+    process can write in: a file, or a read-only place, fails here, before any compute."""
+    from forget_jax.run import ConfigError
+
+    path = pathlib.Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file, not a directory")
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():  # permissions alone do not tell (root; read-only file systems)
+            tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write in --workdir {workdir}: {e.strerror or e}") from None
+
+
 def dispatch(config: ml_collections.ConfigDict, workdir: str):
     job = config.get("job", "forget")
     compilation_cache(config)
@@ -31,6 +50,7 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str):
         from forget_jax import plan
 
         return plan.dry_run(config)
+    check_workdir(workdir, create=job != "report")
     if job in ("forget", "eval"):
         from forget_jax import run
 

@@ -6,9 +6,12 @@ weights, no tokenizer), the mesh and the sharded training state exactly as a rea
 ``finetune.batch_size x dry_run_seq_len`` and the score step at ``eval_batch_size x
 dry_run_seq_len`` (``jax.jit(...).lower(...).compile()``), prints the plan and exits::
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \\
   python main.py --config=configs/forget.py:task=rte,model=llama-2-7b --config.dry_run=True \\
       --config.precision=bfloat16 --config.mesh.fsdp=8 --config.mesh.data=1 --workdir=/tmp/x
+
+It needs no real devices: :func:`prepare_devices` (called by main.py before JAX starts) gives
+the CPU backend as many devices as the mesh asks for, and the plan runs on the real devices
+when there are enough of them, else on those CPU stand-ins.
 
 Per-device bytes come from XLA's buffer assignment (``compiled.memory_analysis()``) for the
 backend it runs on; a CPU compile stands in for an accelerator of the same device count (the
@@ -23,6 +26,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import pathlib
 import time
 from typing import Any
@@ -151,11 +155,34 @@ class Lowered:
     score: Any
 
 
+def mesh_size(config) -> int:
+    """Devices the dry run's mesh needs at least: data x fsdp x tensor (data -1 counts 1)."""
+    m = config.mesh
+    return max(m.data, 1) * m.fsdp * m.tensor
+
+
+def prepare_devices(config) -> None:
+    """Before JAX starts its backends: as many CPU devices as the mesh needs (an explicit
+    ``XLA_FLAGS=--xla_force_host_platform_device_count`` is kept)."""
+    n = mesh_size(config)
+    if n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        jax.config.update("jax_num_cpu_devices", n)
+
+
+def plan_devices(config) -> list:
+    """The real devices when they fit the mesh, else the CPU stand-ins of prepare_devices."""
+    n, data = mesh_size(config), config.mesh.data
+    for devices in (jax.devices(), jax.devices("cpu")):
+        if len(devices) >= n and (data != -1 or len(devices) % n == 0):
+            return devices[:n] if data != -1 else devices
+    return jax.devices()  # make_mesh names the mismatch
+
+
 def lower(config) -> Lowered:
     """Lowers the real train and score steps over abstract, sharded inputs (no weights)."""
     graphdef, params = abstract_params(config)
     m = config.mesh
-    mesh = shd.make_mesh(m.data, m.fsdp, m.tensor)
+    mesh = shd.make_mesh(m.data, m.fsdp, m.tensor, devices=plan_devices(config))
     ft = config.get("finetune")
     lr = dict(lr=ft.lr, grad_clip=ft.grad_clip) if ft is not None else {}
     steps = steps_lib.make_steps(graphdef, params, mesh, remat=config.get("remat", False), **lr)
@@ -188,8 +215,8 @@ def build_plan(config) -> dict:
     p = dict(
         model=config.model, precision=config.precision,
         n_params=sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
-        devices=jax.device_count(), processes=jax.process_count(),
-        platform=jax.devices()[0].platform, mesh=dict(low.mesh.shape),
+        devices=low.mesh.devices.size, processes=jax.process_count(),
+        platform=low.mesh.devices.flat[0].platform, mesh=dict(low.mesh.shape),
         score_batch=list(score_in["tokens"].shape) + [score_in["tgt_pos"].shape[1]],
         bytes_per_device=dict(params=param_b, score=memory(score_c)),
         params_sharding=sharding_summary(params, p_sh),

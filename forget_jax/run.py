@@ -263,8 +263,12 @@ def run_eval(config, workdir) -> dict:
                "n_examples": {r: len(splits[r].examples) for r in roles},
                "split_roles": data.split_roles, "paper_splits": data.paper_splits,
                "accuracy": {"pretrained": {r: scored[splits[r].name]["acc"] for r in roles}},
-               "throughput": {r: scored[splits[r].name]["examples_per_s"] for r in roles},
                "complete": True}
+    if rundir.is_main():  # wall-clock figures go to history.jsonl, never into results.json
+        rundir.write_jsonl(pathlib.Path(workdir) / "history.jsonl", [
+            {"phase": "pretrained", "role": r, "acc": scored[splits[r].name]["acc"],
+             "examples_per_s": scored[splits[r].name]["examples_per_s"],
+             "seconds": scored[splits[r].name]["seconds"]} for r in roles])
     _write_results(workdir, results)
     return results
 
@@ -275,6 +279,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     check_resumable(config, workdir)
+    done = pathlib.Path(workdir) / "results.json"
+    if done.exists() and rundir.read_json(done).get("complete"):  # same config: nothing to do
+        log.info("%s already holds this run, complete; nothing to do (delete results.json "
+                 "to rerun it)", workdir)
+        return rundir.read_json(done)
     if rundir.is_main():
         rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
     if config.job == "eval":

@@ -22,11 +22,21 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import (os.umask can only be read by setting it)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 -> what open() would give (umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -4,7 +4,9 @@ and bad input (one clear line, exit 2, no results.json claiming success)."""
 import json
 import os
 import pathlib
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -44,6 +46,7 @@ def test_eval_cli_writes_contract_files(tiny_dir, shared_data, tmp_path, precisi
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["complete"] is True and res["task"] == "rte"
+    assert "throughput" not in res  # results.json holds no wall-clock figures
     assert set(res["accuracy"]["pretrained"]) == {"validation", "test"}
     rows = [json.loads(x) for x in (tmp_path / "predictions/pretrained/rte.test.jsonl").open()]
     assert len(rows) == 10 == res["n_examples"]["test"]
@@ -67,15 +70,86 @@ def _history(workdir):
             for x in (workdir / "history.jsonl").open()]
 
 
-def test_forget_run_resumes_after_sigkill_byte_identically(tiny_dir, shared_data, tmp_path):
-    args = forget_args(tiny_dir, shared_data)
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
-    r = cli(args, ref)
+@pytest.fixture(scope="module")
+def ref_run(tiny_dir, shared_data, tmp_path_factory):
+    """One uninterrupted forget run (the reference every interrupted one must reproduce)."""
+    ref = tmp_path_factory.mktemp("ref") / "run"
+    r = cli(forget_args(tiny_dir, shared_data), ref)
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads((ref / "results.json").read_text())
+    return ref
+
+
+def test_reference_run_results_and_file_modes(ref_run):
+    res = json.loads((ref_run / "results.json").read_text())
     assert res["complete"] and res["epochs"] == {"finetune": 2, "forget": 4}
     assert {"forget_gap", "forget_ratio_random", "forget_ratio_flipped"} <= set(res) or \
         "forget_ratio_note" in res
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for f in ("results.json", "config.json", "history.jsonl",
+              "predictions/forgotten/copa.test.jsonl", "predictions/epochs/forget.npz"):
+        assert stat.S_IMODE((ref_run / f).stat().st_mode) == 0o666 & ~umask, f  # not 0600
+
+
+def test_rerunning_a_complete_run_says_so(ref_run, tiny_dir, shared_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ref_run, run)
+    before = _outputs(run)
+    r = cli(forget_args(tiny_dir, shared_data), run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "complete; nothing to do" in r.stderr
+    assert "loaded from" not in r.stderr  # no model load, no scoring
+    assert _outputs(run) == before
+
+
+# Run main.py with Orbax's commit (tmp dir -> step dir rename) of one checkpoint replaced by a
+# SIGKILL: the process dies inside that save, leaving its *.orbax-checkpoint-tmp* directory.
+_KILL_IN_SAVE = """
+import os, runpy, signal, sys
+from orbax.checkpoint._src.path import atomicity
+cls = atomicity.AtomicRenameTemporaryPath
+commit, target = cls.finalize, os.environ["KILL_AT"]
+async def finalize(self):
+    if str(self.get_final()).endswith(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return await commit(self)
+cls.finalize = finalize
+sys.argv = ["main.py", *sys.argv[1:]]
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+def test_kill_inside_the_finetune_checkpoint_save_resumes(ref_run, tiny_dir, shared_data,
+                                                          tmp_path):
+    """Epoch 1's best checkpoint commits, then the kill lands in its latest-epoch save: the
+    rerun recomputes epoch 1, replaces finetune_best/1 and finishes byte-identically (it used
+    to die with StepAlreadyExistsError on every rerun)."""
+    args = forget_args(tiny_dir, shared_data)
+    run = tmp_path / "run"
+    env = dict(os.environ, KILL_AT="checkpoints/finetune/1")
+    env.pop("XLA_FLAGS", None)
+    p = subprocess.run([sys.executable, "-c", _KILL_IN_SAVE, *args, f"--workdir={run}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    ck = run / "checkpoints"
+    assert [d.name for d in (ck / "finetune_best").iterdir() if d.name.isdigit()] == ["1"]
+    left = [d.name for d in (ck / "finetune").iterdir()]
+    assert len(left) == 1 and left[0].startswith("1.orbax-checkpoint-tmp"), left  # stranded
+    assert not (run / "results.json").exists() or \
+        not json.loads((run / "results.json").read_text())["complete"]
+
+    r = cli(args, run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert _outputs(run) == _outputs(ref_run)
+    assert _history(run) == _history(ref_run)
+    assert not any("tmp" in d.name for d in ck.glob("*/*"))
+
+
+def test_forget_run_resumes_after_sigkill_byte_identically(ref_run, tiny_dir, shared_data,
+                                                           tmp_path):
+    args = forget_args(tiny_dir, shared_data)
+    ref, killed = ref_run, tmp_path / "killed"
 
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
@@ -106,7 +180,9 @@ BAD = [
     (["--config=configs/forget.py:copa", "--config.forget_mode=sideways"], "forget_mode"),
     (["--config=configs/forget.py:copa", "--config.forget.lr=-1.0"], "forget.lr must be > 0"),
     (["--config=configs/forget.py:copa", "--config.n_train=5000"], "n_train=5000"),
-    (["--config=configs/eval.py:copa", "--config.data_dir=/nonexistent/dir"], "/nonexistent/dir"),
+    (["--config=configs/eval.py:copa", "--config.data_dir=/nonexistent/dir"],
+     "data_dir '/nonexistent/dir' does not exist or is not a directory (expected <data_dir>/"
+     "<task>/<split>.jsonl files; an empty one, --config.data_dir=, loads from the hub)"),
     (["--config=configs/eval.py:copa", "--config.model=no-such-model"], "no-such-model"),
     (["--config=configs/forget.py:copa", "--config.model=/nonexistent/model"],
      "/nonexistent/model"),
@@ -133,8 +209,53 @@ def test_bad_input_one_line_exit_2(args, message, tmp_path, shared_data):
     assert not (tmp_path / "results.json").exists()
 
 
+# Rejected while the flags are parsed: nothing is imported beyond absl, nothing is written.
+FLAG_ERRORS = [
+    (["--config=configs/forget.py:copa", "--config.finetun.lr=1"],
+     "error: unknown config field 'finetun'; Did you mean \"finetune\" instead of \"finetun\"?"),
+    (["--config=configs/forget.py:copa", "--config.finetune.lrr=1"],
+     "error: unknown config field 'lrr'; Did you mean \"lr\" instead of \"lrr\"?"),
+    (["--config=configs/forget.py:taks=copa"],
+     "error: flag --config=configs/forget.py:taks=copa: unknown config arg 'taks'; known: "
+     "['forget_mode', 'forget_task', 'model', 'n_train', 'runlocal', 'seed', 'task']"),
+    (["--config=configs/forget.py:task=copa,runlocal=yes"],
+     "error: flag --config=configs/forget.py:task=copa,runlocal=yes: config arg runlocal='yes' "
+     "is not a bool"),
+    (["--config=configs/forget.py:copa", "--config.finetune.lr=abc"],
+     "error: flag --config.finetune.lr=abc: could not convert string to float: 'abc'"),
+    (["--config=configs/forgett.py"],
+     "error: cannot load --config: [Errno 2] No such file or directory: 'configs/forgett.py'"),
+]
+
+
+@pytest.mark.parametrize(("args", "line"), FLAG_ERRORS)
+def test_bad_flags_one_line_exit_2(args, line, tmp_path):
+    r = cli(args, tmp_path / "run")
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert r.stderr.strip().splitlines() == [line], r.stderr[-2000:]  # that line and no other
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("workdir", "message"), [
+    ("a_file", "is a file, not a directory"),
+    ("/proc", "cannot write in --workdir /proc: "),  # read-only, for root too
+])
+def test_unusable_workdir_one_line_exit_2(workdir, message, tmp_path, shared_data, tiny_dir):
+    (tmp_path / "a_file").write_text("x")
+    wd = workdir if workdir.startswith("/") else tmp_path / workdir
+    r = cli(["--config=configs/eval.py:copa", f"--config.data_dir={shared_data}",
+             f"--config.model={tiny_dir}"], wd)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and message in err[0] and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "loaded from" not in r.stderr  # refused before the model is loaded
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ('{"sentence1": "a", "sentence2": "b", "label": 0}\n{not json\n', "train.jsonl:2"),
+    ('{"sentence1": "a}', "train.jsonl:1: malformed JSON (Unterminated string starting at "
+     "column 15)"),
     ('{"sentence1": "a", "label": 0}\n', "sentence2"),
     ("", "empty"),
 ])

@@ -49,7 +49,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             except UnicodeDecodeError as e:
                 raise TaskError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
             except json.JSONDecodeError as e:
-                raise TaskError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+                # e.msg may end in "at" ("Unterminated string starting at"): one "at column"
+                msg = e.msg.removesuffix(" at")
+                raise TaskError(f"{where}: malformed JSON ({msg} at column {e.colno})") from None
             if not isinstance(row, dict):
                 raise TaskError(f"{where}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)

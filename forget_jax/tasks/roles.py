@@ -234,7 +234,8 @@ def check_data_dir(data_dir: str | os.PathLike) -> Path:
     if not root.is_dir():
         raise TaskError(
             f"data_dir {str(root)!r} does not exist or is not a directory (expected "
-            "<data_dir>/<task>/<split>.jsonl files; pass data_dir=None to load from the hub)"
+            "<data_dir>/<task>/<split>.jsonl files; an empty one, --config.data_dir=, loads "
+            "from the hub)"
         )
     return root
 
