@@ -247,3 +247,19 @@ def test_method_resolution_and_config_errors(tmp_path):
         with pytest.raises(run.ConfigError, match=message):
             run.validate(c2)
     run.validate(c)
+
+
+def test_an_npo_run_records_its_method_and_a_bad_rmu_layer_is_refused(tmp_path, shared_data):
+    from tests._tiny_model import write_tiny_llama_dir
+    from tests.test_protocol import tiny_config
+
+    tiny_dir = write_tiny_llama_dir(tmp_path / "model")
+    c = tiny_config(tiny_dir, shared_data, method="npo", retain_tasks="cb", stop_rule="fixed")
+    res = run.run(c, str(tmp_path / "npo"))
+    assert res["complete"] and res["forget_method"] == "npo" and res["forget_mode"] == "random"
+    assert res["retain_set"] == {"tasks": ["cb"], "n": 12} and res["epochs"]["forget"] == 2
+    c = tiny_config(tiny_dir, shared_data, method="rmu", retain_tasks="cb")
+    c.forget.rmu.layer = 2  # the tiny model has 2 layers: 1 is the only valid layer
+    with pytest.raises(run.ConfigError, match=r"forget.rmu.layer=2 is out of range"):
+        run.run(c, str(tmp_path / "rmu"))
+    assert not (tmp_path / "rmu" / "results.json").exists()
