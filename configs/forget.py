@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # value always wins (100 for the small forget-set experiment).
     config.n_train = a.n_train or (60 if a.runlocal else 1000)
     config.limit = 0  # max examples per validation/test split (0 = all); for quick runs
-    config.forget_mode = a.forget_mode  # "random" | "flipped"
+    config.forget_mode = a.forget_mode  # "random" | "flipped" (older; see forget.method)
     config.stop_after = "forget"  # "pretrained" | "finetune" | "forget" | "relearn"
     config.init_from = ""  # a run dir whose best fine-tuned checkpoint (and its results) we reuse
 
@@ -56,6 +56,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.forget = ml_collections.ConfigDict(dict(
         lr=1e-4, max_epochs=100, batch_size=3, stop_test_acc=0.5, grad_clip=1.0,
         stop_rule="auto", n_train=0))
+    # forget.method (forget_jax/methods.py; issue 16): "random_labels" (the paper's, default) |
+    #   "flipped" (= forget_mode=flipped, which still works and maps onto it) | "grad_ascent"
+    #   (-NLL of the gold answers) | "grad_diff" (gamma * -NLL_forget + alpha * NLL_retain) |
+    #   "npo" (vs the frozen fine-tuned model) | "simnpo" (length-normalized, no reference) |
+    #   "rmu" (layer-L states of forget inputs -> c * u, retain states kept). Every loss reads
+    #   the answer tokens only; the per-method weights follow OpenUnlearning's defaults (rmu:
+    #   WMDP's). The stop rule is forget.stop_rule's for every method ("auto" = "chance" except
+    #   flipped). results.json: forget_method.
+    # forget.retain_tasks: "+"-joined tasks (not the forget task) whose train roles form the
+    #   retain set (gold answers, one retain batch beside each forget batch); needed by
+    #   grad_diff and rmu, optional (alpha term) for npo and simnpo.
+    config.forget.method = "random_labels"
+    config.forget.retain_tasks = ""
+    config.forget.grad_diff = ml_collections.ConfigDict(dict(gamma=1.0, alpha=1.0))
+    config.forget.npo = ml_collections.ConfigDict(dict(beta=0.1, gamma=1.0, alpha=1.0))
+    config.forget.simnpo = ml_collections.ConfigDict(dict(beta=4.5, delta=0.0, gamma=0.125,
+                                                          alpha=1.0))
+    # rmu.layer: hidden_states index L (the output of the first L layers), 0 = num_layers // 4
+    #   (WMDP's 8 of 32); rmu.params: regex over '/'-joined parameter paths that train, in the
+    #   n_layers layers ending at L (WMDP: the MLP down-projections of layers 5-7).
+    config.forget.rmu = ml_collections.ConfigDict(dict(
+        layer=0, n_layers=3, params="mlp/down_proj/kernel", steering_coeff=6.5, gamma=1.0,
+        alpha=1200.0))
     config.relearn = ml_collections.ConfigDict(dict(
         enabled=False, lr=3e-5, max_epochs=20, batch_size=3, stop_train_acc=0.99, grad_clip=1.0))
 

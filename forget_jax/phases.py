@@ -139,6 +139,11 @@ def epoch_order(n: int, seed: int, phase: str, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, PHASE_IDS[phase], epoch, 11]).permutation(n)
 
 
+def retain_order(n: int, seed: int, phase: str, epoch: int) -> np.ndarray:
+    """The retain set's order in one epoch; step k takes the next ``batch_size`` (cycling)."""
+    return np.random.default_rng([seed, PHASE_IDS[phase], epoch, 13]).permutation(n)
+
+
 @dataclasses.dataclass
 class PhaseSpec:
     name: str  # finetune | forget | relearn
@@ -152,6 +157,13 @@ class PhaseSpec:
     stop: Callable[[dict[str, float]], str | None]  # accuracies -> reason to stop, or None
     keep_best: bool = False  # keep the best checkpoint by validation accuracy
     patience: int = 0
+    # A forgetting method (forget_jax.methods): its loss, the frozen pytree it reads (the
+    # reference model) with its shardings, and a retain set (gold answers) batched beside
+    # each training batch. The defaults are the plain NLL of the phase's targets.
+    loss: Callable = steps_lib.default_loss
+    aux: object = None
+    aux_shardings: object = None
+    retain: Split | None = None
 
 
 def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dict],
@@ -163,7 +175,10 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
     """
     wd = env.workdir
     steps = steps_lib.make_steps(env.graphdef, params, env.mesh, lr=spec.lr,
-                                 grad_clip=spec.grad_clip, remat=env.remat)
+                                 grad_clip=spec.grad_clip, remat=env.remat, loss=spec.loss,
+                                 aux_shardings=spec.aux_shardings,
+                                 retain=spec.retain is not None)
+    aux = () if spec.aux_shardings is None else (spec.aux,)
     latest = ckpt.PhaseCheckpoints(wd, spec.name)
     best = ckpt.BestCheckpoint(wd) if spec.keep_best else None
     recorder = rundir.EpochRecorder(wd, spec.name)
@@ -194,15 +209,17 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
         t0 = time.perf_counter()
         targets = epoch_targets(spec.label_mode, gold, env.seed, spec.name, epoch)
         order = epoch_order(n, env.seed, spec.name, epoch)
+        if spec.retain is not None:
+            r_order = retain_order(len(spec.retain.examples), env.seed, spec.name, epoch)
         metrics = []
         for start in range(0, n, spec.batch_size):
             idx = order[start : start + spec.batch_size]
-            encs = [spec.train.encoded[i] for i in idx] + [None] * (B - len(idx))
-            tg = [int(targets[i]) for i in idx] + [0] * (B - len(idx))
-            batch = shd.put_batch(batching.train_batch(  # short examples share rows
-                encs, tg, B, pack_len=batching.PACK_LEN,
-                row_multiple=shd.batch_divisor(env.mesh)), env.mesh)
-            state, m = steps.train(state, batch)
+            host = _train_batch(spec.train, idx, [int(targets[i]) for i in idx], B, env.mesh)
+            if spec.retain is not None:
+                r_idx = r_order[np.arange(start, start + len(idx)) % len(r_order)]
+                host["retain"] = _train_batch(spec.retain, r_idx, spec.retain.gold[r_idx], B,
+                                              env.mesh)
+            state, m = steps.train(state, shd.put_batch(host, env.mesh), *aux)
             metrics.append(m)
         metrics = jax.device_get(metrics)
         losses = np.array([float(m["loss"]) for m in metrics])
@@ -257,6 +274,15 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
         meta = {"phase": spec.name, "epoch": 0, "history": [], "best_acc": best_acc,
                 "best_epoch": 0, "done": True, "stop_reason": "max_epochs=0"}
     return _finish(env, spec, state.params, best, meta, latest)
+
+
+def _train_batch(split: Split, idx, targets, B: int, mesh) -> dict:
+    """The host training batch of examples ``idx`` of ``split`` (padded to ``B``); short
+    examples share rows."""
+    encs = [split.encoded[i] for i in idx] + [None] * (B - len(idx))
+    tg = [int(t) for t in targets] + [0] * (B - len(idx))
+    return batching.train_batch(encs, tg, B, pack_len=batching.PACK_LEN,
+                                row_multiple=shd.batch_divisor(mesh))
 
 
 def _finish(env, spec, params, best, meta, latest):

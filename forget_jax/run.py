@@ -17,7 +17,7 @@ import time
 import ml_collections
 import numpy as np
 
-from forget_jax import batching, phases, rundir
+from forget_jax import batching, methods, phases, rundir
 from forget_jax import checkpoint as ckpt
 from forget_jax import sharding as shd
 from forget_jax import steps as steps_lib
@@ -58,6 +58,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
         task_ok(t, "eval task")
     if config.forget_mode not in ("random", "flipped"):
         raise ConfigError(f"unknown forget_mode {config.forget_mode!r}; use 'random' or 'flipped'")
+    method = forget_method(config)
+    retain = retain_tasks(config)
+    for t in retain:
+        task_ok(t, "forget.retain_tasks task")
+    if (config.forget_task or config.task) in retain:
+        raise ConfigError(f"forget.retain_tasks={config.forget.retain_tasks!r} holds the forget "
+                          f"task {config.forget_task or config.task!r}; the retain set is other "
+                          "tasks")
+    if method in methods.NEEDS_RETAIN and not retain:
+        raise ConfigError(f"forget.method={method} needs a retain set: set "
+                          "forget.retain_tasks (e.g. --config.forget.retain_tasks=arc_easy)")
+    hp = config.forget.get(method, {})
+    for k in ("beta", "steering_coeff"):
+        if k in hp and not hp[k] > 0:
+            raise ConfigError(f"forget.{method}.{k} must be > 0, got {hp[k]}")
+    if method == "rmu" and config.forget.rmu.n_layers < 1:
+        raise ConfigError(f"forget.rmu.n_layers must be >= 1, got {config.forget.rmu.n_layers}")
     if config.stop_after not in STOP_AFTER:
         raise ConfigError(f"unknown stop_after {config.stop_after!r}; use one of {STOP_AFTER}")
     if config.n_train < 1:
@@ -110,7 +127,27 @@ RESUME_FREE_KEYS = ("distributed", "eval_batch_size", "compilation_cache_dir", "
 # reproduces the behaviour of code that did not have it: a stored config lacking one of them
 # resumes under a config that sets exactly that value. A new config field goes here, so
 # existing workdirs (a study resumed across sessions) stay resumable.
-ADDED_FIELDS = {"forget.stop_rule": "chance", "forget.n_train": 0}
+ADDED_FIELDS = {"forget.stop_rule": "chance", "forget.n_train": 0,
+                "forget.method": "random_labels", "forget.retain_tasks": "",
+                "forget.grad_diff.gamma": 1.0, "forget.grad_diff.alpha": 1.0,
+                "forget.npo.beta": 0.1, "forget.npo.gamma": 1.0, "forget.npo.alpha": 1.0,
+                "forget.simnpo.beta": 4.5, "forget.simnpo.delta": 0.0,
+                "forget.simnpo.gamma": 0.125, "forget.simnpo.alpha": 1.0,
+                "forget.rmu.layer": 0, "forget.rmu.n_layers": 3,
+                "forget.rmu.params": "mlp/down_proj/kernel", "forget.rmu.steering_coeff": 6.5,
+                "forget.rmu.gamma": 1.0, "forget.rmu.alpha": 1200.0}
+
+
+def forget_method(config) -> str:
+    """``forget.method`` resolved with ``forget_mode`` (:func:`methods.resolve`); ConfigError."""
+    try:
+        return methods.resolve(config.forget.get("method", "random_labels"), config.forget_mode)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def retain_tasks(config) -> list[str]:
+    return [t for t in config.forget.get("retain_tasks", "").split("+") if t]
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -139,9 +176,15 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
     prev = {**{k: v for k, v in ADDED_FIELDS.items() if k in new},
             **_flat(rundir.read_json(prev_path))}
     for cfg in (prev, new):
+        if "forget.method" in cfg:  # forget_mode=flipped and forget.method=flipped are one run
+            cfg["forget.method"] = methods.resolve(cfg["forget.method"],
+                                                   cfg.get("forget_mode", "random"))
         if "forget.stop_rule" in cfg:
-            cfg["forget.stop_rule"] = resolve_stop_rule(cfg["forget.stop_rule"],
-                                                        cfg.get("forget_mode", "random"))
+            mode = methods.ratio_mode(cfg.get("forget.method", "random_labels"))
+            if cfg.get("forget_mode") == "flipped":
+                mode = "flipped"
+            cfg["forget.stop_rule"] = resolve_stop_rule(cfg["forget.stop_rule"], mode)
+        cfg.pop("forget_mode", None)  # compared through the resolved forget.method
     diff = sorted(k for k in set(prev) | set(new)
                   if k.split(".")[0] not in RESUME_FREE_KEYS and prev.get(k) != new.get(k))
     if diff:
@@ -299,6 +342,9 @@ def run_forget(config, workdir) -> dict:
     data = load_data(config, task, limit, limit_train=False)
     data_a = data if ftask == task else load_data(config, ftask, limit, limit_train=False)
     data_others = {t: load_data(config, t, limit, limit_train=False) for t in extra}
+    method_name = forget_method(config)
+    mode = methods.ratio_mode(method_name)  # which forget ratio is the run's own
+    data_retain = [load_data(config, t, limit, limit_train=False) for t in retain_tasks(config)]
     f_idx = forget_indices(ftask, len(data_a.split("train")), config.forget.n_train,
                            config.seed)
     lm, params, env = _setup(config, workdir)
@@ -307,8 +353,20 @@ def run_forget(config, workdir) -> dict:
     F = forget_subset(A["train"], f_idx)  # the forget set (forget and relearn train on it)
     others = {t: encode_roles(config, lm.tokenizer, d, ("test",))["test"]
               for t, d in data_others.items()}
+    retain = None  # the retain set: the train roles of forget.retain_tasks, one Split
+    if data_retain:
+        parts = [encode_roles(config, lm.tokenizer, d, ("train",))["train"] for d in data_retain]
+        retain = phases.Split("+".join(p.task for p in parts), "retain",
+                              [e for p in parts for e in p.examples],
+                              [e for p in parts for e in p.encoded])
+    try:
+        method = methods.build(method_name, config.forget, params, lm.model.config.num_layers,
+                               retain is not None)
+    except ValueError as e:  # rmu: a layer out of range, a parameter pattern matching nothing
+        raise ConfigError(str(e)) from None
 
-    results = {"task": task, "model": config.model, "forget_mode": config.forget_mode,
+    results = {"task": task, "model": config.model, "forget_mode": mode,
+               "forget_method": method_name,
                "forget_task": ftask, "eval_task": task, "seed": config.seed,
                "n_examples": {r: len(B[r].examples) for r in ROLES},
                "n_forget_train": len(F.examples),
@@ -316,6 +374,8 @@ def run_forget(config, workdir) -> dict:
                "forget_set": {"task": ftask, "split": F.name, "n": len(F.examples),
                               "accuracy": {}, "confidence": {}},
                "accuracy": {}, "epochs": {}, "params_changed_fraction": {}, "complete": False}
+    if retain is not None:
+        results["retain_set"] = {"tasks": retain_tasks(config), "n": len(retain.examples)}
     eval_splits = [B[r] for r in ROLES] + ([A["train"]] if ftask != task else []) + \
         ([F] if F is not A["train"] else []) + list(others.values())
 
@@ -394,14 +454,19 @@ def run_forget(config, workdir) -> dict:
     # --- forget ------------------------------------------------------------------------------
     fg = config.forget
     acc_ft = results["accuracy"]["finetuned"]["test"]
-    rule = resolve_stop_rule(fg.stop_rule, config.forget_mode)
+    rule = resolve_stop_rule(fg.stop_rule, mode)
     results["forget_stop_rule"] = rule
-    log.info("forget stop rule %s (forget.stop_rule=%s, forget_mode=%s)", rule, fg.stop_rule,
-             config.forget_mode)
+    log.info("forget method %s, stop rule %s (forget.stop_rule=%s)", method_name, rule,
+             fg.stop_rule)
     monitor = {"train": F, "validation": B["validation"], "test": B["test"]}
+    # The reference model of npo / rmu is the fine-tuned checkpoint just restored (own best or
+    # init_from's): on resume it is restored from that checkpoint again, never re-derived.
     spec = phases.PhaseSpec(
-        "forget", fg.lr, fg.max_epochs, fg.batch_size, fg.grad_clip, config.forget_mode,
-        F, monitor, forget_stop(rule, fg.stop_test_acc, acc_ft))
+        "forget", fg.lr, fg.max_epochs, fg.batch_size, fg.grad_clip, method.label_mode,
+        F, monitor, forget_stop(rule, fg.stop_test_acc, acc_ft), loss=method.loss,
+        aux=method.aux(params, lm.model.config.hidden_size, config.seed),
+        aux_shardings=method.aux_shardings(env.score_steps.param_shardings, env.mesh),
+        retain=retain)
     init = {r: scored[sp.name] for r, sp in monitor.items()}
     start = params
     params, summary = phases.train_phase(env, spec, params, init, history)
@@ -419,14 +484,14 @@ def run_forget(config, workdir) -> dict:
         r = forget_ratio(acc["finetuned"]["test"], acc["forgotten"]["test"], mode)
         if r is not None:
             results[f"forget_ratio_{mode}"] = r
-    r = forget_ratio(acc["finetuned"]["test"], acc["forgotten"]["test"], config.forget_mode)
+    r = forget_ratio(acc["finetuned"]["test"], acc["forgotten"]["test"], mode)
     if r is not None:
         results["forget_ratio"] = r
     else:
         results["forget_ratio_note"] = "undefined: fine-tuned test accuracy does not beat chance"
     for d in results.get("eval_tasks", {}).values():
         if "finetuned" in d and "forgotten" in d:
-            rr = forget_ratio(d["finetuned"], d["forgotten"], config.forget_mode)
+            rr = forget_ratio(d["finetuned"], d["forgotten"], mode)
             if rr is not None:
                 d["forget_ratio"] = rr
     _write_results(workdir, results)

@@ -142,6 +142,9 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     """
     out = {}
     for k, v in batch.items():
+        if isinstance(v, Mapping):  # a nested batch (a forgetting method's retain batch)
+            out[k] = put_batch(v, mesh)
+            continue
         sharding = batch_sharding(mesh, v.ndim)
         if jax.process_count() == 1:
             out[k] = jax.device_put(v, sharding)

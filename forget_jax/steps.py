@@ -77,36 +77,60 @@ def segment_positions(seg):
     return t - jax.lax.cummax(jnp.where(first, t, 0), axis=1)
 
 
-def loss_fn(params: Params, batch: dict, graphdef: nnx.GraphDef):
-    """Mean token NLL over the response tokens (prompt masked); rows may hold several
-    sequences (``mask`` = segment ids, see :func:`forget_jax.batching.train_batch`)."""
-    model = nnx.merge(graphdef, params)
+def encode_train(model, batch: dict, output_hidden_states: bool = False):
+    """``model.encode`` of a training batch (packed rows: ``mask`` = segment ids)."""
     seg = batch["mask"]
-    h, _ = model.encode(batch["tokens"], mask=segment_attention(seg),
-                        positions=segment_positions(seg))
-    ll = _answer_logliks(model, h, batch["tgt_pos"], batch["tgt_ids"])
-    w = batch["tgt_w"]
+    return model.encode(batch["tokens"], mask=segment_attention(seg),
+                        positions=segment_positions(seg),
+                        output_hidden_states=output_hidden_states)
+
+
+def answer_logliks(params: Params, batch: dict, graphdef: nnx.GraphDef) -> jax.Array:
+    """Log p(target token) at every answer position of a training batch: [B,S] float32."""
+    model = nnx.merge(graphdef, params)
+    h, _ = encode_train(model, batch)
+    return _answer_logliks(model, h, batch["tgt_pos"], batch["tgt_ids"])
+
+
+def token_nll(ll: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean NLL over the weighted answer tokens, their count)."""
     n = jnp.maximum(w.sum(), 1.0)
     return -(ll * w).sum() / n, n
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
-               tx: optax.GradientTransformation, grad_clip: float
+def loss_fn(params: Params, batch: dict, graphdef: nnx.GraphDef):
+    """Mean token NLL over the response tokens (prompt masked); rows may hold several
+    sequences (``mask`` = segment ids, see :func:`forget_jax.batching.train_batch`)."""
+    return token_nll(answer_logliks(params, batch, graphdef), batch["tgt_w"])
+
+
+def default_loss(params: Params, aux, batch: dict, graphdef: nnx.GraphDef):
+    """The training loss of fine-tune / relearn / random-label forgetting (``aux`` unused).
+    A forgetting method's loss has this signature (:mod:`forget_jax.methods`)."""
+    del aux
+    return loss_fn(params, batch, graphdef)
+
+
+def train_step(state: TrainState, batch: dict, aux=None, *, graphdef: nnx.GraphDef,
+               tx: optax.GradientTransformation, grad_clip: float, loss: Callable = default_loss
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step. Returns the new state and loss / raw and clipped grad norm.
+
+    ``loss(params, aux, batch, graphdef) -> (loss, n_tokens)``; ``aux`` is a frozen pytree the
+    loss reads but never trains (a forgetting method's reference model), None by default.
 
     The gradients (in the parameters' dtype) are upcast to float32 for the global norm, the
     clip and ``-lr * g``; ``apply_updates`` adds in float32 and rounds once to the parameters'
     dtype. With float16/bfloat16 parameters this is torch's ``model.half()`` + SGD (no float32
     master copy: an update below half an ulp of the parameter is lost); float32 is unchanged.
     """
-    (loss, n_tok), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch, graphdef)
+    (value, n_tok), grads = jax.value_and_grad(loss, has_aux=True)(
+        state.params, aux, batch, graphdef)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
     raw = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(loss=loss, grad_norm=raw, grad_norm_clipped=jnp.minimum(raw, grad_clip),
+    metrics = dict(loss=value, grad_norm=raw, grad_norm_clipped=jnp.minimum(raw, grad_clip),
                    n_tokens=n_tok)
     return TrainState(state.step + 1, params, opt_state), metrics
 
@@ -208,10 +232,15 @@ def _in_mesh(fn: Callable, mesh: Mesh, remat: bool = False) -> Callable:
 
 
 def make_steps(graphdef: nnx.GraphDef, params: Params, mesh: Mesh, *, lr: float | None = None,
-               grad_clip: float = 1.0, feature_layer: int = -5, remat: bool = False) -> Steps:
+               grad_clip: float = 1.0, feature_layer: int = -5, remat: bool = False,
+               loss: Callable = default_loss, aux_shardings: Any = None,
+               retain: bool = False) -> Steps:
     """Jits the steps with explicit shardings; ``lr=None`` builds scoring/features only.
 
     ``remat`` recomputes each layer's activations in the backward pass (memory for 7B models).
+    ``loss`` replaces the training loss (see :func:`train_step`); with ``aux_shardings`` (the
+    shardings of its frozen ``aux`` pytree) ``train(state, batch, aux)`` takes it as a third
+    argument; ``retain`` adds a nested ``batch["retain"]`` training batch (a retain set).
     """
     p_shard = shd.param_shardings(params, mesh)
     rep = shd.replicated(mesh)
@@ -229,9 +258,12 @@ def make_steps(graphdef: nnx.GraphDef, params: Params, mesh: Mesh, *, lr: float 
         tx = make_optimizer(lr, grad_clip)
         state_sh = TrainState(rep, p_shard, _opt_shardings(tx, params, p_shard, mesh))
         train_in = dict(tokens=bs(2), mask=bs(2), tgt_pos=bs(2), tgt_ids=bs(2), tgt_w=bs(2))
+        if retain:
+            train_in["retain"] = dict(train_in)
+        in_sh = (state_sh, train_in) + (() if aux_shardings is None else (aux_shardings,))
         train = jax.jit(_in_mesh(functools.partial(train_step, graphdef=graphdef, tx=tx,
-                                                   grad_clip=grad_clip), mesh, remat),
-                        in_shardings=(state_sh, train_in),
+                                                   grad_clip=grad_clip, loss=loss), mesh, remat),
+                        in_shardings=in_sh,
                         out_shardings=(state_sh, dict(loss=rep, grad_norm=rep,
                                                       grad_norm_clipped=rep, n_tokens=rep)),
                         donate_argnums=0)

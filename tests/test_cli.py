@@ -194,6 +194,10 @@ BAD = [
      "unknown forget.stop_rule 'sometimes'"),
     (["--config=configs/forget.py:copa", "--config.forget.n_train=2000"],
      "forget.n_train must be in [0, n_train=1000]"),
+    (["--config=configs/forget.py:copa", "--config.forget.method=sideways"],
+     "unknown forget.method 'sideways'"),
+    (["--config=configs/forget.py:copa", "--config.forget.method=grad_diff"],
+     "forget.method=grad_diff needs a retain set"),
 ]
 
 
