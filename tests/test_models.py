@@ -44,6 +44,22 @@ HF_CASES: dict[str, tuple[type, dict]] = {
     "llama_rope_dynamic": (transformers.LlamaForCausalLM, dict(
         _LLAMA, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=6,
         rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})),
+    # Families of the one decoder; T=12 positions > every sliding window below.
+    "qwen2_bias_window": (transformers.Qwen2ForCausalLM, dict(
+        _LLAMA, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        use_sliding_window=True, sliding_window=4, max_window_layers=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+    "qwen3_qk_norm": (transformers.Qwen3ForCausalLM, dict(
+        _LLAMA, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+        tie_word_embeddings=True)),
+    "mistral_window": (transformers.MistralForCausalLM, dict(
+        _LLAMA, num_attention_heads=4, num_key_value_heads=2, sliding_window=5)),
+    "gemma3": (transformers.Gemma3ForCausalLM, dict(
+        _LLAMA, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        query_pre_attn_scalar=24, sliding_window=4, pad_token_id=None,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
     "gpt2": (
         transformers.GPT2LMHeadModel,
         dict(vocab_size=V, n_embd=64, n_layer=3, n_head=4, n_positions=32),
@@ -53,6 +69,7 @@ HF_CASES: dict[str, tuple[type, dict]] = {
         dict(vocab_size=V, n_embd=64, n_layer=3, n_head=4, n_positions=32, rotary_dim=8),
     ),
 }
+FAMILY_CASES = ["qwen2_bias_window", "qwen3_qk_norm", "mistral_window", "gemma3"]
 
 
 def tiny_hf(case: str, seed: int = 0) -> torch.nn.Module:
@@ -64,8 +81,8 @@ def tiny_hf(case: str, seed: int = 0) -> torch.nn.Module:
     cls, kwargs = HF_CASES[case]
     torch.manual_seed(seed)
     config = cls.config_class(
-        **kwargs, bos_token_id=0, eos_token_id=1, pad_token_id=None, attn_implementation="eager"
-    )
+        **{"pad_token_id": None, **kwargs}, bos_token_id=0, eos_token_id=1,
+        attn_implementation="eager")
     model = cls(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

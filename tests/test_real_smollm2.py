@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from forget_jax.models import config_from_hf, load_model, model_config
 from forget_jax.models.registry import NAMED_MODELS, _wheel_file
 from forget_jax.models.sources import gguf_hf_config
+from tests._real_model import our_mean_logliks, torch_mean_logliks
 
 pytestmark = pytest.mark.slow
 
@@ -117,27 +118,11 @@ def test_cached_load_is_identical_and_faster(ours):
 def test_scoring_matches_pytorch_lm_eval_rule(ours, reference, shared_data):
     """Mean per-token log-likelihoods of 20 real ARC-Easy (prompt, choice) pairs: our batched,
     packed, jitted scoring path vs PyTorch transformers with lm-eval's tokenization rule."""
-    from forget_jax import batching, scoring, sharding, steps
     from forget_jax.tasks import load_task
 
-    lm = ours[1]
     exs = load_task("arc_easy", data_dir=shared_data, limit=10).test
-    encs = batching.encode(lm.tokenizer, [e.prompt for e in exs], [e.choices for e in exs])
-    graphdef, params = steps.split_model(lm.model)
-    mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    mean_ll, counts, _ = scoring.score_encoded(steps.make_steps(graphdef, params, mesh), params,
-                                               encs, 16, progress=False)
-    model, tok = reference
-    want = np.zeros((len(exs), 2))
-    with torch.inference_mode():
-        for i, e in enumerate(exs):
-            ctx = tok(e.prompt)["input_ids"]
-            for j, cont_text in enumerate(e.choices):
-                cont = tok(e.prompt + cont_text)["input_ids"][len(ctx):]
-                logits = model(torch.tensor([ctx + cont])).logits[0].float()
-                logp = torch.log_softmax(logits, -1)
-                ll = sum(float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
-                want[i, j] = ll / len(cont)
-                assert counts[i, j] == len(cont)
+    mean_ll, counts = our_mean_logliks(ours[1], exs)
+    want, want_counts = torch_mean_logliks(*reference, exs)
+    np.testing.assert_array_equal(counts, want_counts)
     assert len(exs) * 2 == 20
     np.testing.assert_allclose(mean_ll, want, atol=2e-3, rtol=0)

