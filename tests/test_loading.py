@@ -198,7 +198,8 @@ def test_mismatched_safetensors_fail_clearly(tmp_path):
 @pytest.mark.parametrize(
     "source, message",
     [
-        ("no-such-model", "unknown model 'no-such-model': not a named model (gpt-j-6b, gpt2, "),
+        ("no-such-model", "unknown model 'no-such-model': not a named model (gemma-3-1b, "
+                            "gemma3-270m, gpt-j-6b, gpt2, "),
         ("/no/such/dir", "no such file or directory: /no/such/dir"),
         ("./missing.gguf", "no such file or directory: ./missing.gguf"),
         (
