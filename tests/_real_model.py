@@ -6,6 +6,17 @@ import numpy as np
 import torch
 
 
+def torch_reference(gguf_path):
+    """transformers' own GGUF loader on the same file, float32, 2 threads: (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    kw = dict(gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
+    return model.eval(), tokenizer
+
+
 def torch_mean_logliks(model, tok, exs) -> tuple[np.ndarray, np.ndarray]:
     """Mean per-token log-likelihood [N,2] of each (prompt, choice) and its token counts, with
     lm-eval's tokenization (``ctx = tok(prompt)``, ``cont = tok(prompt + choice)[len(ctx):]``,

@@ -14,12 +14,11 @@ import jax
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from forget_jax.models import config_from_hf, load_model, model_config
 from forget_jax.models.registry import NAMED_MODELS, _wheel_file
 from forget_jax.models.sources import gguf_hf_config
-from tests._real_model import our_mean_logliks, torch_mean_logliks
+from tests._real_model import our_mean_logliks, torch_mean_logliks, torch_reference
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +50,7 @@ def ours(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(gguf_path):
-    torch.set_num_threads(2)
-    kw = dict(gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32, **kw)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
-    return model.eval(), tokenizer
+    return torch_reference(gguf_path)
 
 
 def test_gguf_metadata_matches_embedded_config(gguf_path):
