@@ -33,9 +33,9 @@ def main(root: str, candidates: str, out_dir: str) -> int:
               file=sys.stderr)
         return 1
     with PAPER_CSV.open(newline="") as f:
-        paper = [r["task"] for r in csv.DictReader(f)]
-        f.seek(0)
-        acc = {r["task"]: float(r["forget_acc_1000"]) for r in csv.DictReader(f)}
+        rows_paper = list(csv.DictReader(f))
+    paper = [r["task"] for r in rows_paper]
+    acc = {r["task"]: float(r["forget_acc_1000"]) for r in rows_paper}
     ordered = sorted(kept, key=lambda t: (-acc[t], paper.index(t)))
     low = sorted(kept, key=lambda t: (acc[t], paper.index(t)))
     cross = ordered[:2] + [t for t in low if t not in ordered[:2]][:2]
