@@ -8,11 +8,11 @@ ROOT=${STUDY_ROOT:-runs/study-smollm2}
 DATA=${DATA_DIR:-../shared/data}
 CANDIDATES=arc_easy+piqa+sciq+creak+boolq+rte+qnli+wic
 BASE="limit=200;precision=mixed_bfloat16;finetune.lr=1e-2;finetune.max_epochs=4"
-BASE="$BASE;forget.lr=FORGET_LR;forget.max_epochs=FORGET_EPOCHS;relearn.lr=1e-2;relearn.max_epochs=3"
+BASE="$BASE;forget.lr=3e-1;forget.max_epochs=6;relearn.lr=1e-2;relearn.max_epochs=3"
 sweep() {
   local arg=$1; shift
   python main.py --config=configs/sweep.py:n_train=240,n_small=100,"$arg" \
-    --config.data_dir="$DATA" --config.base="$BASE" --config.null_lr=NULL_LR --workdir="$ROOT" "$@"
+    --config.data_dir="$DATA" --config.base="$BASE" --config.null_lr=3e-4 --workdir="$ROOT" "$@"
 }
 # 1. fine-tune every candidate (stage 0 of the single-task experiment)
 sweep "experiment=single,tasks=$CANDIDATES,stage=0"
