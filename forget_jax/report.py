@@ -22,7 +22,7 @@ import csv
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,55 +31,16 @@ import numpy as np
 from forget_jax import report_tables as tables
 from forget_jax import sweep
 from forget_jax.analysis import cross_task, rundir, stats
-from forget_jax.analysis.cross_task import Run
+from forget_jax.report_analyses import ANALYSES, Choices, run_analyses
 
 FIGURES = ("fig3_1_accuracy_arrows", "fig3_1_forget_gap", "fig3_1_forget_ratio",
            "fig3_2_cross_task", "fig3_2_cross_task_fixed", "fig4_1_predictors", "fig5_1_orders",
            "fig6_1_probes", "appC_flipped")
 PHASES = tables.PHASES
 task_order = tables.task_order
+md_table = tables.md_table
 PAPER_CSV = "appendix_b_llama2_7b.csv"
 DIAGONAL = ("single", "cross_task", "size")  # experiments that make forget-<t>-on-<t> cells
-
-
-@dataclasses.dataclass(frozen=True)
-class Choices:
-    """Readings of the paper's ambiguities (configs/report.py; defaults = most likely reading).
-
-    Attributes:
-        order_inclusive: §5 text (<= 0.6 forgotten, >= 0.6 learned) vs strict (Fig. 5.1 caption).
-        include_epoch0: whether a phase's starting state can be the forget/learn time.
-        variance_phase: whose hidden states give the total variance (Fig. 4.1).
-    """
-
-    order_inclusive: bool = True
-    include_epoch0: bool = True
-    variance_phase: str = "finetuned"
-
-    def markdown(self) -> str:
-        return (
-            "- Order thresholds (Fig. 5.1): "
-            + ("inclusive, <= 0.6 forgotten / >= 0.6 learned (§5 text)" if self.order_inclusive
-               else "strict, < 0.6 forgotten / > 0.6 learned (Fig. 5.1 caption)")
-            + " (`order_inclusive`).\n"
-            f"- Epoch 0 may be a forget/learn time: {self.include_epoch0} (`include_epoch0`); "
-            "orders.csv also gives the correlation without the examples whose time is 0.\n"
-            f"- Total variance read from the {self.variance_phase} model (`variance_phase`).\n"
-            "- Activation layer: a run-time field (`activations.layer`, default -5, \"fifth to "
-            "last\" per the Fig. 4.1 caption; the text once says \"penultimate\"); predictors.csv "
-            "records the layer each run saved.\n"
-            f"- Heatmap colour range fixed to [{cross_task.VMIN}, {cross_task.VMAX}] for every "
-            "matrix; a value outside it gets the end colour and a `*`.\n"
-            "- Forget ratio gate: reported only where the fine-tuned test accuracy's 95% "
-            "bootstrap lower bound is > 0.5 (flipped: the same condition, denominator 2 ft - 1); "
-            f"otherwise `{cross_task.UNDEFINED}`. Over seeds, the lower bound is the "
-            "hierarchical one. `forget_ratio_n_undefined_draws` counts the bootstrap draws whose "
-            "denominator was <= 0 (the interval is over the other draws).\n"
-            "- Seeds: point values are means over a group's seeds (cells differing only in "
-            "`-s<k>`); intervals are a hierarchical bootstrap (resample seeds, then test examples "
-            "within each drawn seed, average over the drawn seeds), so they include the seed "
-            "variance; per-seed rows are in `single_task_per_seed.csv` and "
-            "`cross_task_cells.csv`.\n")
 
 
 def read_paper(paper_dir: Path, notes: list[str]) -> dict[str, dict[str, str]]:
@@ -90,144 +51,6 @@ def read_paper(paper_dir: Path, notes: list[str]) -> dict[str, dict[str, str]]:
         return {}
     with path.open(encoding="utf-8", newline="") as f:
         return {row["task"]: row for row in csv.DictReader(f)}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return "" if v is None else str(v)
-
-
-def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A markdown table of ``rows`` (floats to 3 decimals)."""
-    if not rows:
-        return "(no rows)\n"
-    cols = list(columns or rows[0].keys())
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-# --- analyses of other chapters (Fig. 4.1, 5.1, 6.1) -------------------------------------------
-
-
-def _stated(module: Any) -> str:
-    """The "Choices the report must state" part of an analysis module's docstring."""
-    marker = "Choices the report must state:"
-    _, found, choices = (module.__doc__ or "").partition(marker)
-    return f"\nChoices (from `{module.__name__}`):\n\n{choices.strip()}\n" if found else ""
-
-
-def _predictors(dirs: Sequence[Path], fig: Path, table: Path, seed: int,
-                choices: Choices) -> str:
-    from forget_jax.analysis import predictors
-
-    rows = predictors.predictor_table(dirs, variance_phase=choices.variance_phase)
-    corr = predictors.predictor_correlations(rows)
-    rundir.write_csv(rows, table)
-    predictors.plot_predictors(rows, corr, fig)
-    text = ""
-    for split, what in (("test", "held-out TEST examples (primary)"),
-                        ("train", "forget-set (TRAIN) examples (secondary: their post-forgetting "
-                                  "correctness follows the last random label drawn)")):
-        ex_table = table.with_name(table.stem + ("_example_level.csv" if split == "test" else
-                                                 "_example_level_train.csv"))
-        text += (f"\nExample level, per task, on the {what}: fine-tuned confidence vs. "
-                 "forgotten (wrong after forgetting) over the examples the fine-tuned model got "
-                 "right ")
-        try:
-            examples = predictors.example_level(dirs, split)
-        except rundir.RunDirError as e:  # e.g. no forgotten predictions: say so, keep Fig 4.1
-            text += f"skipped: {e}\n"
-        else:
-            rundir.write_csv(examples, ex_table)
-            text += f"([`tables/{ex_table.name}`](tables/{ex_table.name})):\n\n" + md_table(
-                examples)
-    return ("Correlation of each predictor with the forget ratio across tasks:\n\n"
-            + md_table(corr) + text + _stated(predictors))
-
-
-def _orders(dirs: Sequence[Path], fig: Path, table: Path, seed: int, choices: Choices) -> str:
-    from forget_jax.analysis import orders
-
-    kw = {"inclusive": choices.order_inclusive, "include_epoch0": choices.include_epoch0}
-    rows = orders.order_table(dirs, **kw)
-    rundir.write_csv(rows, table)
-    orders.plot_orders(dirs, fig, seed=seed, **kw)
-    return md_table(rows) + _stated(orders)
-
-
-def _probes(dirs: Sequence[Path], fig: Path, table: Path, seed: int, choices: Choices) -> str:
-    from forget_jax.analysis import probes
-
-    rows = probes.probe_table(dirs)
-    rundir.write_csv(rows, table)
-    probes.plot_probes(rows, fig)
-    return md_table(rows) + _stated(probes)
-
-
-# (figure, table, title, files each single-task cell needs, how to get them, function)
-ANALYSES: tuple[tuple[str, str, str, tuple[str, ...], str, Callable[..., str]], ...] = (
-    ("fig4_1_predictors", "predictors.csv", "Fig. 4.1: predictors of the forget ratio",
-     ("activations/finetuned", "predictions/finetuned"),
-     "activations (sweep analyses=True, the default)", _predictors),
-    ("fig5_1_orders", "orders.csv", "Fig. 5.1: forgetting order vs learning order",
-     ("predictions/epochs/forget.npz", "predictions/epochs/relearn.npz"),
-     "a relearn phase (sweep analyses=True, the default)", _orders),
-    ("fig6_1_probes", "probes.csv", "Fig. 6.1: linear probes after forgetting",
-     tuple(f"activations/{p}" for p in PHASES),
-     "activations of every phase (sweep analyses=True; the pretrained ones must reach the "
-     "forget cell from its ft cell)", _probes),
-)
-
-
-RATIO_ANALYSES = ("fig4_1_predictors",)  # analyses of the forget ratio: gated cells only
-
-
-def run_analyses(diag: Sequence[Run], out: Path, seed: int, choices: Choices = Choices(),
-                 undefined: Collection[str] = ()) -> dict[str, str]:
-    """Runs each analysis on the single-task cells that have its inputs; never raises.
-
-    Args:
-        diag: one single-task cell per task.
-        out: the report directory.
-        seed: bootstrap/jitter seed.
-        choices: readings of the paper's ambiguities.
-        undefined: names of cells whose forget ratio is undefined (fine-tuning gain not
-            significant); :data:`RATIO_ANALYSES` leave them out.
-
-    Returns:
-        ``{figure name: markdown body}``, a ``skipped:``/``failed:`` line where it did not run.
-    """
-    dirs = [r.dir for r in diag]
-    bodies = {}
-    for fig, table, _, needs, how, fn in ANALYSES:
-        ready = [d for d in dirs if all((d / n).exists() for n in needs)]
-        gated = [d for d in ready if d.name in undefined] if fig in RATIO_ANALYSES else []
-        ready = [d for d in ready if d not in gated]
-        if not dirs:
-            bodies[fig] = "skipped: no complete single-task cells (`forget-<t>-on-<t>`)."
-            continue
-        if not ready:
-            bodies[fig] = (f"skipped: no single-task cell has {', '.join(needs)}; rerun the "
-                           f"cells with {how}.")
-            continue
-        try:
-            body = fn(ready, out / "figures" / f"{fig}.png", out / "tables" / table, seed,
-                      choices)
-        except Exception as e:  # an analysis failure must not take the report down
-            logging.exception("report: %s failed", fig)
-            bodies[fig] = f"failed: {type(e).__name__}: {e}"
-            continue
-        used = f"Used {len(ready)} of {len(dirs)} single-task cells"
-        if gated:
-            used += (f"; left out, forget ratio undefined (fine-tuning gain not significant): "
-                     f"{', '.join(d.name for d in gated)}")
-        if len(ready) + len(gated) < len(dirs):
-            used += f"; the others lack {', '.join(needs)}"
-        bodies[fig] = (f"![{fig}](figures/{fig}.png)\n\nTable: [`tables/{table}`](tables/{table})"
-                       f". {used}.\n\n{body}")
-    return bodies
 
 
 def _commands(index: Mapping[str, Any] | None, experiments: Sequence[str]) -> list[str]:
@@ -316,7 +139,8 @@ def _matrix_section(m: cross_task.Matrix | None, out: Path, fig: str, table: str
 
 def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
                  n_bootstrap: int = stats.N_RESAMPLES, seed: int = 0,
-                 report_cmd: str = "", choices: Choices = Choices()) -> Path:
+                 report_cmd: str = "", choices: Choices | None = None,
+                 shown_as: str = "") -> Path:
     """Writes ``<root>/report/`` (report.md, figures/, tables/) from the cells on disk.
 
     Args:
@@ -325,24 +149,29 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
         n_bootstrap: bootstrap resamples per interval.
         seed: bootstrap (and plotting jitter) seed.
         report_cmd: the command line shown as the maker of figures and tables.
-        choices: readings of the paper's ambiguities.
+        choices: readings of the paper's ambiguities (default :class:`Choices`).
+        shown_as: how the report names the root (default: its absolute path); a committed
+            report names its root relative to the repository, so it regenerates byte-identically
+            from any checkout.
 
     Returns:
         The path of report.md.
     """
+    choices = choices or Choices()
     root = Path(root).absolute()
+    shown_as = shown_as or str(root)
     if not (root / "runs").is_dir() and not (root / "sweep.json").is_file():
         raise rundir.RunDirError(root, "is not a sweep root (no runs/ directory, no sweep.json)")
     out = root / "report"
     for stale in [*(out / "figures").glob("*.png"), *(out / "tables").glob("*.csv")]:
         stale.unlink()  # nothing this run cannot draw may survive from an earlier report
     paper_dir = Path(paper_dir) if paper_dir else sweep.REPO.parent / "shared" / "paper"
-    report_cmd = report_cmd or f"python main.py --config=configs/report.py --workdir={root}"
+    report_cmd = report_cmd or f"python main.py --config=configs/report.py --workdir={shown_as}"
     notes: list[str] = []
     runs = cross_task.read_runs(root, notes)
     index = sweep.load_index(root)
     ivs = stats.PredictionIntervals(n_bootstrap, seed, notes)
-    md = [f"# Unforgettable generalization: report of `{root}`\n",
+    md = [f"# Unforgettable generalization: report of `{shown_as}`\n",
           f"Sweep: `{(index or {}).get('name', '(no sweep.json)')}`. Intervals: 95% percentile "
           f"bootstrap ({n_bootstrap} resamples, seed {seed}) over test examples from "
           "`predictions/<phase>/<task>.test.jsonl` (forget set: "
@@ -470,16 +299,17 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
 
 def main(config: Any, workdir: str) -> Path:
     """Entry point of ``configs/report.py`` (main.py calls it when ``config.job == "report"``)."""
-    root = Path(config.root or workdir).absolute()
+    shown = str(config.root or workdir)  # as typed: a relative root stays relative in report.md
+    root = Path(shown).absolute()
     defaults = {"paper_dir": "", "n_bootstrap": 1000, "seed": 0,
                 **dataclasses.asdict(Choices())}
     cmd = "python main.py --config=configs/report.py" + "".join(
         f" --config.{k}={config[k]}" for k, d in defaults.items() if config[k] != d)
-    cmd += f" --workdir={root}"
+    cmd += f" --workdir={shown}"
     choices = Choices(**{f.name: config[f.name] for f in dataclasses.fields(Choices)})
     path = write_report(root, paper_dir=config.paper_dir or None,
                         n_bootstrap=config.n_bootstrap, seed=config.seed, report_cmd=cmd,
-                        choices=choices)
+                        choices=choices, shown_as=shown)
     logging.info("report written to %s", path)
     return path
 
@@ -495,7 +325,7 @@ def cli(argv: Sequence[str] | None = None) -> Path:
     cmd = f"python -m forget_jax.report {a.root}" + "".join(
         f" --{k} {v}" for k, v in vars(a).items() if k != "root" and v != p.get_default(k))
     return write_report(a.root, paper_dir=a.paper_dir or None, n_bootstrap=a.n_bootstrap,
-                        seed=a.seed, report_cmd=cmd)
+                        seed=a.seed, report_cmd=cmd, shown_as=a.root)
 
 
 if __name__ == "__main__":

@@ -304,3 +304,19 @@ def plot_single_task(rows: Sequence[Mapping[str, Any]], fig_dir: Path) -> list[P
         ax.set_title(f"{key.replace('_', ' ').capitalize()} per task (Fig. 3.1)")
         paths.append(rundir.save_figure(fig, fig_dir / f"{name}.png"))
     return paths
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "" if v is None else str(v)
+
+
+def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A markdown table of ``rows`` (floats to 3 decimals)."""
+    if not rows:
+        return "(no rows)\n"
+    cols = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

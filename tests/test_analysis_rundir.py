@@ -277,3 +277,45 @@ def test_write_csv_is_atomic_and_keeps_all_columns(tmp_path):
         got = list(csv.DictReader(f))
     assert got == [{"task": "a", "r": "0.5", "n": ""}, {"task": "b", "r": "nan", "n": "3"}]
     assert [p.name for p in path.parent.iterdir()] == ["t.csv"]  # no temp file left
+
+
+def test_compact_npz_activations_give_the_same_analyses(sweep, tmp_path):
+    """The compact float16 .npz copy a study commits (train prompt_last only) stands in for the
+    Orbax activations: same tables, up to float16 rounding of the total variance."""
+    import shutil
+
+    runs = []
+    for run in sweep:
+        dst = tmp_path / run.name
+        shutil.copytree(run, dst)
+        runs.append(dst)
+        for phase in probes.PHASES:
+            if (dst / "activations" / phase).is_dir():
+                tree = rundir.read_activations(dst, phase)
+                rundir.write_activations_npz(tree, dst / "activations" / f"{phase}.npz",
+                                             keep={"prompt_last": ("train",)})
+                shutil.rmtree(dst / "activations" / phase)
+                assert rundir.has_activations(dst, phase)
+    compact = rundir.read_activations(runs[0], "finetuned")
+    assert compact["layer"] == -5 and "prompt_last" not in compact["alpha.test"]
+    assert compact["alpha.train"]["answer_last"].dtype == np.float16
+    original = rundir.read_activations(sweep[0], "finetuned")["alpha.train"]["answer_last"]
+    np.testing.assert_array_equal(compact["alpha.train"]["answer_last"],
+                                  original.astype(np.float16))
+    with pytest.raises(rundir.RunDirError, match="lacks prompt_last"):
+        rundir.split_activations(compact, "alpha", "test", "x")
+    assert probes.probe_table(runs) == probes.probe_table(sweep)
+    for a, b in zip(predictors.predictor_table(runs), predictors.predictor_table(sweep),
+                    strict=True):
+        assert a["total_variance"] == pytest.approx(b["total_variance"], rel=1e-3)
+        assert {k: v for k, v in a.items() if k != "total_variance"} == \
+            {k: v for k, v in b.items() if k != "total_variance"}
+
+
+def test_compact_npz_refuses_values_beyond_float16(tmp_path):
+    tree = {"layer": np.int32(-5), "t.train": {"prompt_last": np.full((2, 3), 7e4, np.float32),
+                                              "answer_last": np.zeros((2, 2, 3), np.float32),
+                                              "gold": np.zeros(2, np.int32)}}
+    with pytest.raises(ValueError, match="float16 range"):
+        rundir.write_activations_npz(tree, tmp_path / "a.npz")
+    assert not list(tmp_path.iterdir())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.cluster import hierarchy
 
-from forget_jax import report, sweep
+from forget_jax import report, report_analyses, sweep
 from forget_jax.analysis import cross_task, rundir, stats
 
 TASKS = ["copa", "cb", "rte"]
@@ -227,7 +227,8 @@ def test_analysis_failure_is_reported_not_raised(tmp_path, monkeypatch):
     def broken(dirs, fig, table, seed, choices):
         raise ValueError(f"cannot restore {len(dirs)} dirs")
 
-    monkeypatch.setattr(report, "ANALYSES", tuple(a[:5] + (broken,) for a in report.ANALYSES))
+    monkeypatch.setattr(report_analyses, "ANALYSES",
+                        tuple(a[:5] + (broken,) for a in report_analyses.ANALYSES))
     md = report.write_report(tmp_path, paper_dir=tmp_path / "nowhere", n_bootstrap=50).read_text()
     assert md.count("failed: ValueError: cannot restore 3 dirs") == 3
     assert "paper reference" in md and "not found" in md  # paper columns left empty, said so

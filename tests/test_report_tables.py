@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forget_jax import report
+from forget_jax import report, report_analyses
 from forget_jax.analysis import cross_task, stats
 from forget_jax.analysis.cross_task import UNDEFINED
 from tests.test_report import forget_cell, ft_cell
@@ -177,8 +177,8 @@ def test_ratio_analyses_leave_out_cells_with_an_undefined_ratio(gated, monkeypat
         seen[fig.stem] = sorted(d.name for d in dirs)
         return ""
 
-    monkeypatch.setattr(report, "ANALYSES", tuple(a[:3] + ((),) + a[4:5] + (record,)
-                                                  for a in report.ANALYSES))
+    monkeypatch.setattr(report_analyses, "ANALYSES", tuple(a[:3] + ((),) + a[4:5] + (record,)
+                                                           for a in report_analyses.ANALYSES))
     diag = [cross_task.read_runs(root, [])[f"forget-{t}-on-{t}"] for t in ("copa", "cb")]
     bodies = report.run_analyses(diag, tmp_path, 0, undefined=["forget-copa-on-copa"])
     assert seen["fig4_1_predictors"] == ["forget-cb-on-cb"]

@@ -138,7 +138,8 @@ def predictor_table(
         forget_ratio = float(results["forget_ratio"])
         confidence, n_train = _mean_confidence(run, task)
         acts = rundir.read_activations(run, variance_phase)
-        entry = rundir.split_activations(acts, task, "train", run / "activations" / variance_phase)
+        entry = rundir.split_activations(acts, task, "train", run / "activations" / variance_phase,
+                                         ("prompt_last",))
         rows.append(
             {
                 "task": task,

@@ -165,7 +165,8 @@ def probe_table(
         for phase in phases:
             tree = rundir.read_activations(run, phase)
             path = run / "activations" / phase
-            acts = {s: rundir.split_activations(tree, task, s, path) for s in rundir.SPLITS}
+            acts = {s: rundir.split_activations(tree, task, s, path, ("answer_last",))
+                    for s in rundir.SPLITS}
             model_acc = results["accuracy"].get(phase, {}).get("test")
             probe = probe_accuracy(acts, Cs)
             rows.append(

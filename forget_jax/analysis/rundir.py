@@ -10,6 +10,7 @@ Layout read here::
     <run>/predictions/<phase>/<task>.<split>.jsonl  pretrained|finetuned|forgotten|relearned
     <run>/predictions/epochs/<training phase>.npz   finetune|forget|relearn
     <run>/activations/<phase>/                      Orbax, via forget_jax.checkpoint
+    <run>/activations/<phase>.npz                   or the compact copy (write_activations_npz)
 """
 
 from __future__ import annotations
@@ -156,8 +157,16 @@ def read_epochs(run: PathLike, training_phase: str) -> dict[str, np.ndarray]:
     return arrays
 
 
+def has_activations(run: PathLike, phase: str) -> bool:
+    """True when ``<run>`` holds ``phase``'s activations, as Orbax or as the compact ``.npz``."""
+    base = Path(run) / "activations"
+    return (base / phase).is_dir() or (base / f"{phase}.npz").is_file()
+
+
 def read_activations(run: PathLike, phase: str) -> dict[str, Any]:
-    """Reads ``<run>/activations/<phase>/`` through ``forget_jax.checkpoint.load_activations``.
+    """Reads ``<run>/activations/<phase>/`` (Orbax, through
+    ``forget_jax.checkpoint.load_activations``) or, where only it exists, the compact
+    ``<run>/activations/<phase>.npz`` written by :func:`write_activations_npz`.
 
     Args:
         run: the run directory.
@@ -165,17 +174,20 @@ def read_activations(run: PathLike, phase: str) -> dict[str, Any]:
 
     Returns:
         ``{"<task>.<split>": {"prompt_last": [N, D], "answer_last": [N, 2, D], "gold": [N]},
-        "layer": int}`` with numpy leaves.
+        "layer": int}`` with numpy leaves (a compact copy may lack some fields).
 
     Raises:
-        RunDirError: if the directory is missing or cannot be restored.
+        RunDirError: if neither form is there or it cannot be read.
     """
+    path = Path(run) / "activations" / phase
+    npz = path.with_name(f"{phase}.npz")
+    if not path.exists() and npz.is_file():
+        return _read_activations_npz(npz)
+    if not path.exists():
+        raise RunDirError(path, "missing")
     # Imported lazily: only this reader needs Orbax/JAX; the rest of the analyses are numpy.
     from forget_jax.checkpoint import load_activations
 
-    path = Path(run) / "activations" / phase
-    if not path.exists():
-        raise RunDirError(path, "missing")
     try:
         tree = load_activations(path)
     except Exception as e:  # report any restore failure with its path
@@ -186,8 +198,57 @@ def read_activations(run: PathLike, phase: str) -> dict[str, Any]:
     }
 
 
+def write_activations_npz(tree: Mapping[str, Any], path: PathLike,
+                          keep: Mapping[str, Sequence[str]] | None = None) -> Path:
+    """Writes an activation tree as one compressed ``.npz`` in float16 (atomically): the compact
+    copy a study commits instead of the Orbax directory.
+
+    Args:
+        tree: as :func:`read_activations` returns it.
+        path: the ``.npz`` to write (``<run>/activations/<phase>.npz``).
+        keep: ``{field: splits}`` — keep ``field`` only for those splits (e.g.
+            ``{"prompt_last": ("train",)}``); fields not named are kept for every split.
+
+    Raises:
+        ValueError: if a float value does not fit float16 (nothing is written).
+    """
+    arrays: dict[str, np.ndarray] = {"layer": np.asarray(tree["layer"])}
+    for key, entry in sorted((k, v) for k, v in tree.items() if k != "layer"):
+        split = key.rsplit(".", 1)[-1]
+        for field, a in sorted(entry.items()):
+            if keep and field in keep and split not in keep[field]:
+                continue
+            a = np.asarray(a)
+            if a.dtype.kind == "f" or a.dtype.name == "bfloat16":
+                a = a.astype(np.float32)
+                if a.size and float(np.abs(a).max()) > float(np.finfo(np.float16).max):
+                    raise ValueError(f"{path}: {key}/{field} exceeds the float16 range")
+                a = a.astype(np.float16)
+            arrays[f"{key}/{field}"] = a
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def _read_activations_npz(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path) as z:
+            flat = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise RunDirError(path, f"cannot read activations ({type(e).__name__}: {e})") from e
+    if "layer" not in flat:
+        raise RunDirError(path, "lacks 'layer'")
+    tree: dict[str, Any] = {"layer": int(flat.pop("layer"))}
+    for name, a in flat.items():
+        key, _, field = name.rpartition("/")
+        tree.setdefault(key, {})[field] = a
+    return tree
+
+
 def split_activations(
-    tree: Mapping[str, Any], task: str, split: str, path: PathLike = "?"
+    tree: Mapping[str, Any], task: str, split: str, path: PathLike = "?",
+    fields: Sequence[str] = ("prompt_last", "answer_last", "gold"),
 ) -> dict[str, np.ndarray]:
     """Returns the ``"<task>.<split>"`` entry of an activation tree, checked and as float32.
 
@@ -196,29 +257,36 @@ def split_activations(
         task: task name.
         split: split name.
         path: where the tree came from, for the error message.
+        fields: the fields the caller reads (a compact copy may keep only some); ``gold`` is
+            always read.
 
     Returns:
-        ``{"prompt_last": [N, D] float32, "answer_last": [N, 2, D] float32, "gold": [N] int64}``.
+        ``{"prompt_last": [N, D] float32, "answer_last": [N, 2, D] float32, "gold": [N] int64}``,
+        the fields asked for.
 
     Raises:
-        RunDirError: if the entry is absent or its arrays have inconsistent shapes.
+        RunDirError: if the entry or an asked field is absent, or shapes are inconsistent.
     """
     key = f"{task}.{split}"
     if key not in tree:
         raise RunDirError(path, f"activations lack '{key}' (have {sorted(tree)})")
     entry = tree[key]
-    prompt_last, answer_last = np.asarray(entry["prompt_last"]), np.asarray(entry["answer_last"])
+    want = dict.fromkeys((*fields, "gold"))
+    missing = [f for f in want if f not in entry]
+    if missing:
+        raise RunDirError(path, f"'{key}' lacks {', '.join(missing)} (has {sorted(entry)})")
     gold = np.asarray(entry["gold"])
     n = gold.shape[0]
-    if prompt_last.shape[0] != n or answer_last.shape[:2] != (n, 2) or answer_last.ndim != 3:
-        shapes = f"{prompt_last.shape}, {answer_last.shape}, {gold.shape}"
-        raise RunDirError(path, f"'{key}' has inconsistent shapes {shapes}")
-    # Activations may be stored as bfloat16; the analyses (numpy, sklearn) want float32.
-    return {
-        "prompt_last": prompt_last.astype(np.float32),
-        "answer_last": answer_last.astype(np.float32),
-        "gold": gold.astype(np.int64),
-    }
+    # Activations may be stored as bfloat16/float16; the analyses (numpy, sklearn) want float32.
+    out = {f: np.asarray(entry[f]).astype(np.float32) for f in want if f != "gold"}
+    bad = ("prompt_last" in out and (out["prompt_last"].ndim != 2 or len(out["prompt_last"]) != n)
+           ) or ("answer_last" in out and (out["answer_last"].ndim != 3
+                                           or out["answer_last"].shape[:2] != (n, 2)))
+    if bad:
+        shapes = ", ".join(f"{f} {a.shape}" for f, a in out.items())
+        raise RunDirError(path, f"'{key}' has inconsistent shapes {shapes}, gold {gold.shape}")
+    out["gold"] = gold.astype(np.int64)
+    return out
 
 
 def is_single_task(results: Mapping[str, Any]) -> bool:

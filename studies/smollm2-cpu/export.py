@@ -1,6 +1,10 @@
 """Copies a sweep root's compact results into the repository (issue 14): per cell config.json,
 results.json, history.jsonl, predictions without prompt and choice text (ids join them back to
-the data), per-epoch confidences, and the root's sweep.json. Never checkpoints or activations.
+the data), per-epoch confidences, and the root's sweep.json. Never checkpoints. Activations only
+for the single-task cells the report's analyses read (Fig. 4.1 predictors, 6.1 probes), as one
+compressed float16 ``activations/<phase>.npz`` per phase (``rundir.write_activations_npz``),
+keeping ``prompt_last`` for the train split only (the one split Fig. 4.1's total variance reads;
+probes read ``answer_last``): ~4 MB per cell instead of 13 MB of float32 Orbax files.
 
   python studies/smollm2-cpu/export.py SWEEP_ROOT OUT_DIR
 
@@ -15,7 +19,12 @@ import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in the repo
+from forget_jax.analysis import rundir  # noqa: E402
+
 DROP = ("prompt", "choices")  # text: recoverable from the data by id
+KEEP = {"prompt_last": ("train",)}  # activation fields kept only for some splits
+PHASES = ("pretrained", "finetuned", "forgotten")
 
 
 def export_cell(src: Path, dst: Path) -> None:
@@ -34,6 +43,12 @@ def export_cell(src: Path, dst: Path) -> None:
                                    + "\n" for r in rows))
         else:
             shutil.copy2(f, out)
+    results = rundir.read_results(src)
+    if dst.name.startswith("forget-") and rundir.is_single_task(results):
+        for phase in PHASES:
+            if rundir.has_activations(src, phase):
+                rundir.write_activations_npz(rundir.read_activations(src, phase),
+                                             dst / "activations" / f"{phase}.npz", keep=KEEP)
 
 
 def main(root: str, out: str) -> int:
