@@ -48,6 +48,7 @@ def test_runlocal_shrinks_the_budget_without_another_file():
     assert full.finetune.max_epochs == 100 and full.n_train == 1000
     assert small.finetune.max_epochs == 2 and small.forget.max_epochs == 3
     assert small.n_train == 60
+    assert (small.finetune.lr, small.forget.lr, small.relearn.lr) == (1e-2, 3e-1, 1e-2)
     assert forget.get_config("task=rte,runlocal=True,n_train=300").n_train == 300  # explicit wins
     assert (full.finetune.lr, full.forget.lr, full.relearn.lr) == (3e-3, 1e-4, 3e-5)
     assert full.finetune.batch_size == 3 and full.forget.stop_test_acc == 0.5
