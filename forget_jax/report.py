@@ -126,11 +126,14 @@ def _matrix_section(m: cross_task.Matrix | None, out: Path, fig: str, table: str
     shares = cross_task.effect_shares(m.reindex(m.rows, keep))
     dropped = [b for b in m.cols if b not in keep]
     over = f" (eval tasks without any ratio left out: {', '.join(dropped)})" if dropped else ""
+    shares_csv = table.replace(".csv", "_shares.csv")
+    rundir.write_csv([{**(shares or {}), "eval_tasks_left_out": "+".join(dropped)}],
+                     out / "tables" / shares_csv)
     return (f"\n![{fig}](figures/{fig}.png)\n\nTable: [`tables/{table}`](tables/{table}) "
             "(rows: forget task A; columns: eval task B; mean over seeds).\n\n"
             + md_table(cross_task.matrix_table(ordered))
             + "\nShare of the matrix's sum of squares explained by the eval task (columns) "
-            f"vs the forget task (rows){over}: "
+            f"vs the forget task (rows){over} ([`tables/{shares_csv}`](tables/{shares_csv})): "
             + (", ".join(f"{k} {v:.2f}" for k, v in shares.items()) if shares else
                "n/a (missing or undefined cells, or no variance at all)")
             + ".\n\nOwn-task vs other-task forgetting per eval task:\n\n"

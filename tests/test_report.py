@@ -145,6 +145,12 @@ def test_cross_task_table_equals_results_in_upgma_order(built):
     leaves = hierarchy.leaves_list
     assert row_tasks == [order[i] for i in leaves(hierarchy.linkage(m, method="average"))]
     assert col_tasks == [order[i] for i in leaves(hierarchy.linkage(m.T, method="average"))]
+    # the variance shares, as a table too (FINDINGS.md cites tables): equal to effect_shares
+    (shares,) = _csv(root / "report/tables/cross_task_forget_ratio_shares.csv")
+    want = cross_task.effect_shares(cross_task.build_matrix(
+        {(a, b): results[f"forget-{a}-on-{b}"]["forget_ratio"] for a in order for b in order}))
+    assert {k: float(v) for k, v in shares.items() if k != "eval_tasks_left_out"} == \
+        pytest.approx(want, abs=1e-12)
 
 
 def test_single_task_and_size_tables_equal_results(built):

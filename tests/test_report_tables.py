@@ -65,7 +65,10 @@ def test_insignificant_gain_makes_the_ratio_undefined(gated):
         assert {r["copa"] for r in rows.values()} == {UNDEFINED}, table  # eval task copa
         assert [float(r["cb"]) for r in rows.values()] == pytest.approx([(0.9 - fo) / 0.4] * 2)
     # the gate empties eval task copa's column: the shares are over cb alone (one column)
-    assert "(eval tasks without any ratio left out: copa): n/a" in md
+    assert ("(eval tasks without any ratio left out: copa) ([`tables/cross_task_forget_ratio_"
+            "shares.csv`](tables/cross_task_forget_ratio_shares.csv)): n/a") in md
+    assert _csv(root / "report/tables/cross_task_forget_ratio_shares.csv") == [
+        {"eval_tasks_left_out": "copa"}]
 
 
 def test_fixed_matrix_and_cells_table(gated):
@@ -204,4 +207,8 @@ def test_variance_shares_leave_out_undefined_columns(tmp_path):
     col = {"a": UNDEFINED, "b": 0.2, "c": 0.9}  # every row alike: all variance is the eval task's
     m = cross_task.build_matrix({(a, b): col[b] for a in "abc" for b in "abc"})
     md = report._matrix_section(m, tmp_path, "fig", "t.csv", "x")
-    assert "(eval tasks without any ratio left out: a): eval_task 1.00, forget_task 0.00" in md
+    assert ("(eval tasks without any ratio left out: a) ([`tables/t_shares.csv`]"
+            "(tables/t_shares.csv)): eval_task 1.00, forget_task 0.00") in md
+    (row,) = _csv(tmp_path / "tables" / "t_shares.csv")
+    assert row["eval_tasks_left_out"] == "a"
+    assert (float(row["eval_task"]), float(row["forget_task"])) == pytest.approx((1.0, 0.0))
