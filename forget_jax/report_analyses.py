@@ -73,6 +73,8 @@ def _predictors(dirs: Sequence[Path], fig: Path, table: Path, seed: int,
     rows = predictors.predictor_table(dirs, variance_phase=choices.variance_phase)
     corr = predictors.predictor_correlations(rows)
     rundir.write_csv(rows, table)
+    corr_table = table.with_name(table.stem + "_correlations.csv")
+    rundir.write_csv(corr, corr_table)
     predictors.plot_predictors(rows, corr, fig)
     text = ""
     for split, what in (("test", "held-out TEST examples (primary)"),
@@ -91,7 +93,8 @@ def _predictors(dirs: Sequence[Path], fig: Path, table: Path, seed: int,
             rundir.write_csv(examples, ex_table)
             text += f"([`tables/{ex_table.name}`](tables/{ex_table.name})):\n\n" + md_table(
                 examples)
-    return ("Correlation of each predictor with the forget ratio across tasks:\n\n"
+    return ("Correlation of each predictor with the forget ratio across tasks "
+            f"([`tables/{corr_table.name}`](tables/{corr_table.name})):\n\n"
             + md_table(corr) + text + _stated(predictors))
 
 

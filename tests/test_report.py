@@ -366,6 +366,13 @@ def test_analyses_run_when_their_inputs_exist(tmp_path):
     for t in TASKS:  # the forget ratio there is the cell's results.json value too
         res = json.loads((tmp_path / "runs" / f"forget-{t}-on-{t}/results.json").read_text())
         assert float(predictors[t]["forget_ratio"]) == pytest.approx(res["forget_ratio"])
+    corr = _csv(tmp_path / "report/tables/predictors_correlations.csv")
+    from forget_jax.analysis import predictors as pred_lib
+    want_corr = pred_lib.predictor_correlations(list(predictors.values()))
+    assert [r["predictor"] for r in corr] == [r["predictor"] for r in want_corr]
+    for got, want in zip(corr, want_corr, strict=True):
+        assert float(got["spearman_r"]) == pytest.approx(want["spearman_r"])
+        assert int(got["n"]) == want["n"] == len(TASKS)
     probes = _csv(tmp_path / "report/tables/probes.csv")
     assert all(float(r["probe_acc_paired"]) > 0.7 for r in probes)
     from forget_jax.analysis import predictors as pred
