@@ -61,6 +61,8 @@ def main(root: str, out: str) -> int:
         export_cell(d, out_p / "runs" / d.name)
     if (root_p / "sweep.json").is_file():
         shutil.copy2(root_p / "sweep.json", out_p / "sweep.json")
+    if (root_p / "selection").is_dir():  # the selection rule's table (PROTOCOL.md §3)
+        shutil.copytree(root_p / "selection", out_p / "selection", dirs_exist_ok=True)
     print(f"exported {len(cells)} cells to {out_p}")
     return 0
 
