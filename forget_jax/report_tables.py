@@ -62,8 +62,7 @@ def _with_ci(row: dict[str, Any], key: str, value: Any, ci: stats.Interval | Non
 
 def _forget_set_path(r: Run) -> Path | None:
     split = r.results.get("forget_set", {}).get("split")
-    p = r.dir / "predictions" / "forgotten" / f"{split}.jsonl"
-    return p if split and p.is_file() else None
+    return rundir.prediction_file(r.dir, "forgotten", split) if split else None
 
 
 def cell_row(cells: Sequence[Run], ivs: stats.PredictionIntervals) -> dict[str, Any]:

@@ -319,3 +319,22 @@ def test_compact_npz_refuses_values_beyond_float16(tmp_path):
     with pytest.raises(ValueError, match="float16 range"):
         rundir.write_activations_npz(tree, tmp_path / "a.npz")
     assert not list(tmp_path.iterdir())
+
+
+def test_gzipped_predictions_and_a_moved_init_from_are_read(tmp_path):
+    """A study's committed copy: predictions as .jsonl.gz, init_from still naming the old root."""
+    import gzip
+
+    from forget_jax.analysis import stats
+
+    line = {"id": "t/test/0", "gold": 1, "pred": 1, "correct": True, "confidence": 0.8}
+    ft, fo = tmp_path / "runs" / "ft-t", tmp_path / "runs" / "forget-t-on-t"
+    path = ft / "predictions" / "finetuned" / "t.test.jsonl.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress((json.dumps(line) + "\n").encode(), mtime=0))
+    _write_json(fo / "results.json", {"init_from": "/gone/old_root/runs/ft-t"})
+    assert rundir.prediction_file(ft, "finetuned", "t.test") == path
+    assert rundir.read_predictions(ft, "finetuned", "t", "test") == [line]
+    assert stats.read_correct(path) == {"t/test/0": True}
+    assert rundir.init_from(fo, json.loads((fo / "results.json").read_text())) == str(ft)
+    assert rundir.prediction_file(ft, "forgotten", "t.test") is None

@@ -120,7 +120,7 @@ class Run:
             dirs.append(Path(self.init_from))
         dirs.append(self.dir.parent / (f"ft-{self.b}" + (f"-s{self.seed}" if self.seed else "")))
         for d in dirs:
-            if (p := d / "predictions" / phase / f"{self.b}.test.jsonl").is_file():
+            if p := rundir.prediction_file(d, phase, f"{self.b}.test"):
                 return p
         return None
 

@@ -214,7 +214,7 @@ def forgotten_examples(
 def _predictions_or_init(run: Path, results: Mapping[str, Any], phase: str, task: str,
                          split: str) -> list[dict[str, Any]]:
     """``read_predictions`` of the run, else of the run it started from (``init_from``)."""
-    if (run / "predictions" / phase / f"{task}.{split}.jsonl").is_file():
+    if rundir.prediction_file(run, phase, f"{task}.{split}"):
         return rundir.read_predictions(run, phase, task, split)
     init = rundir.init_from(run, results)
     return rundir.read_predictions(Path(init) if init else run, phase, task, split)

@@ -8,6 +8,7 @@ Layout read here::
 
     <run>/results.json
     <run>/predictions/<phase>/<task>.<split>.jsonl  pretrained|finetuned|forgotten|relearned
+                                                    (or .jsonl.gz, a study's compact copy)
     <run>/predictions/epochs/<training phase>.npz   finetune|forget|relearn
     <run>/activations/<phase>/                      Orbax, via forget_jax.checkpoint
     <run>/activations/<phase>.npz                   or the compact copy (write_activations_npz)
@@ -16,6 +17,7 @@ Layout read here::
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import logging
@@ -47,7 +49,8 @@ class RunDirError(ValueError):
 
 def init_from(run: PathLike, results: Mapping[str, Any]) -> str:
     """The run directory ``run`` started from (results.json ``init_from``, else config.json's);
-    "" if none."""
+    "" if none. A sweep root that was moved or exported (a study's committed copy) records the
+    old absolute path: then the sibling cell of the same name is the one meant."""
     init = results.get("init_from")
     if not init:
         try:
@@ -55,7 +58,26 @@ def init_from(run: PathLike, results: Mapping[str, Any]) -> str:
                 "init_from")
         except (OSError, ValueError, AttributeError):
             init = ""
+    if init and not Path(init).exists() and (Path(run).parent / Path(init).name).exists():
+        return str(Path(run).parent / Path(init).name)
     return str(init or "")
+
+
+def read_text(path: PathLike) -> str:
+    """A text file's contents, gunzipped when the name ends in ``.gz``."""
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    return Path(path).read_text(encoding="utf-8")
+
+
+def prediction_file(run: PathLike, phase: str, name: str) -> Path | None:
+    """``<run>/predictions/<phase>/<name>.jsonl`` or its gzipped copy, whichever exists."""
+    base = Path(run) / "predictions" / phase
+    for suffix in (".jsonl", ".jsonl.gz"):
+        if (base / f"{name}{suffix}").is_file():
+            return base / f"{name}{suffix}"
+    return None
 
 
 def read_results(run: PathLike) -> dict[str, Any]:
@@ -97,11 +119,10 @@ def read_predictions(run: PathLike, phase: str, task: str, split: str) -> list[d
     Raises:
         RunDirError: if the file is missing, a line is not JSON, or a line lacks a contract key.
     """
-    path = Path(run) / "predictions" / phase / f"{task}.{split}.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise RunDirError(path, "missing") from None
+    path = prediction_file(run, phase, f"{task}.{split}")
+    if path is None:
+        raise RunDirError(Path(run) / "predictions" / phase / f"{task}.{split}.jsonl", "missing")
+    lines = read_text(path).splitlines()
     rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from forget_jax.analysis import rundir
+
 N_RESAMPLES = 1000
 LEVEL = 0.95
 
@@ -144,7 +146,7 @@ def read_correct(path: str | Path) -> dict[str, bool]:
         ValueError: a line is not JSON or lacks ``id``/``correct``.
     """
     out: dict[str, bool] = {}
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(rundir.read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
