@@ -74,7 +74,7 @@ def main(root: str, out: str, *only: str) -> int:
         return 2
     for d in cells:
         export_cell(d, out_p / "runs" / d.name)
-    if (root_p / "sweep.json").is_file():
+    if (root_p / "sweep.json").is_file() and not only:  # a slice is not the sweep
         shutil.copy2(root_p / "sweep.json", out_p / "sweep.json")
     if (root_p / "selection").is_dir():  # the selection rule's table (PROTOCOL.md §3)
         shutil.copytree(root_p / "selection", out_p / "selection", dirs_exist_ok=True)
