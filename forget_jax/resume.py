@@ -2,15 +2,19 @@
 
 :func:`validate` (config values, one message per problem), :func:`check_resumable` (a workdir
 holding a run of a different config is refused; :data:`ADDED_FIELDS` lets workdirs written
-before a field existed resume), :func:`complete_results` (a finished run is not recomputed).
+before a field existed resume), :func:`complete_results` (a finished run is not recomputed),
+:func:`workdir_lock` (one process per workdir).
 :mod:`forget_jax.run` calls these and re-exports them (``run.ConfigError``,
 ``run.ADDED_FIELDS``, ...).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
+import socket
 
 import ml_collections
 
@@ -19,6 +23,7 @@ from forget_jax import methods, rundir
 ROLES = ("train", "validation", "test")
 STOP_AFTER = ("pretrained", "finetune", "forget", "relearn")
 STOP_RULES = ("auto", "chance", "mirror", "fixed")
+LOCK_FILE = ".lock"  # <workdir>/.lock: flock'ed by the process running there
 
 
 class ConfigError(ValueError):
@@ -208,3 +213,33 @@ def complete_results(workdir: str | pathlib.Path) -> dict | None:
         raise ConfigError(f"{path} holds a {type(res).__name__}, not a JSON object; delete it "
                           "(or the workdir) to rerun")
     return res if res.get("complete") is True else None
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | pathlib.Path):
+    """Holds an exclusive advisory lock (``fcntl.flock``) on ``<workdir>/.lock`` while a run
+    works there; a second process on the same workdir gets ConfigError at once, before it
+    reads or writes anything else. The kernel drops the lock when its holder dies (SIGKILL,
+    preemption), so a killed run's leftover file never blocks its rerun. Only process 0 of a
+    multi-host run takes it (the others share the workdir)."""
+    if not rundir.is_main():
+        yield
+        return
+    import fcntl
+
+    path = pathlib.Path(workdir) / LOCK_FILE
+    f = open(path, "a+", encoding="utf-8")  # held (locked) for the whole block
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(f"workdir {workdir} is in use by another run ({holder}; lock "
+                              f"{path}); wait for it to end or use another --workdir") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock

@@ -36,6 +36,7 @@ from forget_jax.resume import (  # noqa: F401
     resolve_stop_rule,
     retain_tasks,
     validate,
+    workdir_lock,
 )
 
 log = logging.getLogger("forget_jax")
@@ -161,6 +162,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate(config)
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir):  # a second process on this workdir: ConfigError, no writes
+        return _run_locked(config, workdir)
+
+
+def _run_locked(config, workdir) -> dict:
     check_resumable(config, workdir)
     done = complete_results(workdir)
     if done is not None:  # same config: nothing to do
