@@ -117,7 +117,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 # Keys that may change between a run and its resumption (they do not change the results).
 RESUME_FREE_KEYS = ("distributed", "eval_batch_size", "compilation_cache_dir", "dry_run",
-                    "dry_run_seq_len", "mesh", "remat")
+                    "dry_run_seq_len", "mesh", "remat", "keep_checkpoints")
 
 
 # Fields added after a run's config.json may have been written, each with the value that
@@ -132,7 +132,10 @@ ADDED_FIELDS = {"forget.stop_rule": "chance", "forget.n_train": 0,
                 "forget.simnpo.gamma": 0.125, "forget.simnpo.alpha": 1.0,
                 "forget.rmu.layer": 0, "forget.rmu.n_layers": 3,
                 "forget.rmu.params": "mlp/down_proj/kernel", "forget.rmu.steering_coeff": 6.5,
-                "forget.rmu.gamma": 1.0, "forget.rmu.alpha": 1200.0}
+                "forget.rmu.gamma": 1.0, "forget.rmu.alpha": 1200.0,
+                # Old code kept every checkpoint. Also a RESUME_FREE_KEY (it changes no result),
+                # so an old workdir resumes under the new default and is cleaned on completion.
+                "keep_checkpoints": True}
 
 
 def forget_method(config) -> str:
@@ -216,13 +219,13 @@ def complete_results(workdir: str | pathlib.Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: str | pathlib.Path):
+def workdir_lock(workdir: str | pathlib.Path, main: bool | None = None):
     """Holds an exclusive advisory lock (``fcntl.flock``) on ``<workdir>/.lock`` while a run
     works there; a second process on the same workdir gets ConfigError at once, before it
     reads or writes anything else. The kernel drops the lock when its holder dies (SIGKILL,
     preemption), so a killed run's leftover file never blocks its rerun. Only process 0 of a
-    multi-host run takes it (the others share the workdir)."""
-    if not rundir.is_main():
+    multi-host run takes it (the others share the workdir); ``main`` None = ask JAX."""
+    if not (rundir.is_main() if main is None else main):
         yield
         return
     import fcntl

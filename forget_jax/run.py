@@ -16,7 +16,7 @@ import time
 import ml_collections
 import numpy as np
 
-from forget_jax import batching, methods, phases, rundir
+from forget_jax import batching, cleanup, methods, phases, rundir
 from forget_jax import checkpoint as ckpt
 from forget_jax import sharding as shd
 from forget_jax import steps as steps_lib
@@ -172,12 +172,26 @@ def _run_locked(config, workdir) -> dict:
     if done is not None:  # same config: nothing to do
         log.info("%s already holds this run, complete; nothing to do (delete results.json "
                  "to rerun it)", workdir)
+        _drop_checkpoints(config, workdir)  # a run killed after completing, before cleanup
         return done
     if rundir.is_main():
         rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
     if config.job == "eval":
         return run_eval(config, workdir)
-    return run_forget(config, workdir)
+    results = run_forget(config, workdir)
+    _drop_checkpoints(config, workdir)
+    return results
+
+
+def _drop_checkpoints(config, workdir) -> None:
+    """A complete run keeps only what later work reads (forget_jax/cleanup.py), unless
+    ``keep_checkpoints``."""
+    if config.get("keep_checkpoints", False) or not rundir.is_main():
+        return
+    freed = cleanup.clean_run(workdir)
+    if freed:
+        log.info("complete: dropped the epoch checkpoints (%s); kept checkpoints/finetune_best "
+                 "and activations (keep_checkpoints=True keeps all)", cleanup.human(freed))
 
 
 def run_forget(config, workdir) -> dict:
