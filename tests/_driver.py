@@ -1,12 +1,14 @@
 """Test-only wrapper of ``main.py`` that numbers a run's disk events and can die or pause at one.
 
 ``python tests/_driver.py <main.py flags>`` runs main.py unchanged, except that every *event*
-(the commit of an Orbax save, i.e. the rename of its temporary directory, and every
-``forget_jax.rundir`` atomic write) is numbered 1, 2, ... in the order this process makes them.
+(the commit of an Orbax save, i.e. the rename of its temporary directory, every
+``forget_jax.rundir`` atomic write, the end-of-run cleanup) is numbered 1, 2, ... in the order
+this process makes them.
 Environment variables (all optional):
 
 * ``FJ_EVENTS=<file>``: append ``<n>\\t<kind>\\t<path relative to the workdir>`` per event
-  (``kind``: ``save``, before its commit, or ``write``, after it).
+  (``kind``: ``save``, before its commit; ``write``, after it; ``cleanup``, before a
+  complete run's checkpoints are dropped, path ``cleanup``).
 * ``FJ_KILL_AT=<n>``: SIGKILL this process at event n: ``FJ_KILL_INSIDE=1`` inside the save
   (its files written, its commit not: the ``*.orbax-checkpoint-tmp*`` directory is left), else
   ``FJ_KILL_DELAY`` seconds after the event (a timer: the kill lands in whatever compute, write
@@ -75,6 +77,15 @@ def _patch() -> None:
         _event("write", path)
 
     rundir.atomic_write_bytes = atomic_write_bytes
+    from forget_jax import cleanup
+
+    clean = cleanup.clean_run
+
+    def clean_run(workdir, *a, **k):
+        _event("cleanup", os.path.join(_workdir, "cleanup"))
+        return clean(workdir, *a, **k)
+
+    cleanup.clean_run = clean_run
 
 
 if __name__ == "__main__":
