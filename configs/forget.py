@@ -86,6 +86,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.activations = ml_collections.ConfigDict(dict(
         enabled=False, layer=-5, dtype="float32"))
     config.save_epoch_predictions = True  # per-epoch confidences -> predictions/epochs/<phase>.npz
+    # On completion drop the epoch checkpoints (checkpoints/<finetune|forget|relearn>, only for
+    # resuming) and keep what later work reads: checkpoints/finetune_best (init_from), the
+    # activations, results and predictions (forget_jax/cleanup.py). True keeps everything.
+    config.keep_checkpoints = False
     config.runlocal = a.runlocal
 
     if a.runlocal:

@@ -167,6 +167,7 @@ def test_forget_run_resumes_after_sigkill_byte_identically(ref_run, tiny_dir, sh
     proc.wait()
     partial = killed / "results.json"
     assert not partial.exists() or not json.loads(partial.read_text())["complete"]
+    assert (killed / ".lock").exists()  # the dead run's lock file: no lock held, no block
 
     r = cli(args, killed)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -285,3 +286,37 @@ def test_resuming_with_a_different_config_is_refused(tiny_dir, shared_data, tmp_
     assert "different config (limit differ)" in r.stderr
     r = cli([*args, "--config.eval_batch_size=4"], tmp_path)  # does not change results
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_second_process_on_the_same_workdir_is_refused_by_the_lock(ref_run, tiny_dir,
+                                                                     shared_data, tmp_path):
+    """Run A is held (tests/_driver.py FJ_PAUSE) inside its first checkpoint save; B, the same
+    command on the same workdir, refuses with one error: line and exit 2 before writing
+    anything; A then finishes byte-identical to the reference run."""
+    args = forget_args(tiny_dir, shared_data)
+    run, pause = tmp_path / "run", tmp_path / "pause"
+    pause.mkdir()
+    env = dict(os.environ, FJ_PAUSE=str(pause))
+    env.pop("XLA_FLAGS", None)
+    log = (tmp_path / "a.log").open("w")
+    a = subprocess.Popen([sys.executable, "tests/_driver.py", *args, f"--workdir={run}"],
+                         cwd=REPO, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 300
+        while not (pause / "paused").exists() and a.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert (pause / "paused").exists(), (tmp_path / "a.log").read_text()[-3000:]
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+        b = cli(args, run)
+        assert b.returncode == 2, b.stderr[-3000:]
+        err = [ln for ln in b.stderr.splitlines() if ln.startswith("error:")]
+        assert len(err) == 1 and "Traceback" not in b.stderr, b.stderr[-3000:]
+        assert f"is in use by another run (pid {a.pid} on " in err[0], err
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        (pause / "go").write_text("")
+        rc = a.wait(timeout=600)
+        log.close()
+    assert rc == 0, (tmp_path / "a.log").read_text()[-3000:]
+    assert _outputs(run) == _outputs(ref_run)
+    assert _history(run) == _history(ref_run)

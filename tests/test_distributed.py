@@ -163,7 +163,8 @@ def test_cli_on_two_processes_writes_the_same_results_as_one(tmp_path, tiny_mode
         np.testing.assert_allclose(y, x, atol=1e-5, rtol=0)
     # Process 0 alone writes TensorBoard: one event file, not one per process.
     assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert (two / "checkpoints" / "forget").is_dir()
+    # Complete: process 0 alone dropped the epoch checkpoints, the best fine-tune is kept.
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["finetune_best"]
 
 
 def dist_config(**kw) -> ml_collections.ConfigDict:

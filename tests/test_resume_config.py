@@ -49,3 +49,27 @@ def test_a_changed_nested_field_is_named_and_free_keys_are_ignored(tmp_path):
     config.finetune.lr = 1.0
     with pytest.raises(run.ConfigError, match=r"\(finetune\.lr differ\)"):
         run.check_resumable(config, wd)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"complete": tr', r"results\.json is not readable JSON \(Expecting value: line 1 column "
+     r"14 \(char 13\)\); delete it"),
+    ("[1, 2]", r"results\.json holds a list, not a JSON object"),
+])
+def test_a_malformed_results_json_is_one_config_error_before_any_compute(tmp_path, text,
+                                                                         message):
+    config = forget_config.get_config("task=copa")
+    wd = _stored(tmp_path, config)
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(run.ConfigError, match=message) as e:
+        run.run(config, wd)  # refused at the complete-run check: no model load, no data
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "results.json").read_text() == text  # left as it was
+
+
+def test_complete_results_reads_only_a_complete_run(tmp_path):
+    assert run.complete_results(tmp_path) is None  # no results.json
+    (tmp_path / "results.json").write_text('{"complete": false, "task": "copa"}')
+    assert run.complete_results(tmp_path) is None
+    (tmp_path / "results.json").write_text('{"complete": true, "task": "copa"}')
+    assert run.complete_results(tmp_path) == {"complete": True, "task": "copa"}
