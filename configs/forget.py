@@ -86,6 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         enabled=False, layer=-5, dtype="float32"))
     config.save_epoch_predictions = True  # per-epoch confidences -> predictions/epochs/<phase>.npz
     config.runlocal = a.runlocal
+    config.verbose = False  # True: third-party INFO logs too (Orbax, jax); or absl's -v
 
     if a.runlocal:
         config.limit = 60
