@@ -120,7 +120,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 # Keys that may change between a run and its resumption (they do not change the results).
 RESUME_FREE_KEYS = ("distributed", "eval_batch_size", "compilation_cache_dir", "dry_run",
-                    "dry_run_seq_len", "mesh", "remat")
+                    "dry_run_seq_len", "mesh", "remat", "verbose")
 
 
 # Fields added after a run's config.json may have been written, each with the value that
@@ -135,7 +135,8 @@ ADDED_FIELDS = {"forget.stop_rule": "chance", "forget.n_train": 0,
                 "forget.simnpo.gamma": 0.125, "forget.simnpo.alpha": 1.0,
                 "forget.rmu.layer": 0, "forget.rmu.n_layers": 3,
                 "forget.rmu.params": "mlp/down_proj/kernel", "forget.rmu.steering_coeff": 6.5,
-                "forget.rmu.gamma": 1.0, "forget.rmu.alpha": 1200.0}
+                "forget.rmu.gamma": 1.0, "forget.rmu.alpha": 1200.0,
+                "verbose": True}  # a logging field (also resume-free): old runs logged it all
 
 
 def forget_method(config) -> str:
