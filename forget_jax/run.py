@@ -17,7 +17,7 @@ import time
 import ml_collections
 import numpy as np
 
-from forget_jax import batching, methods, phases, rundir
+from forget_jax import batching, methods, phases, rundir, summary
 from forget_jax import checkpoint as ckpt
 from forget_jax import sharding as shd
 from forget_jax import steps as steps_lib
@@ -284,6 +284,8 @@ def _setup(config, workdir):
     score_steps = steps_lib.make_steps(graphdef, params, mesh,
                                        feature_layer=config.activations.layer)
     tb = rundir.TensorBoard(pathlib.Path(workdir) / "tensorboard") if rundir.is_main() else None
+    if tb is not None:
+        tb.hparams(_flat(config.to_dict()))  # so a sweep's runs compare in the HParams view
     env = phases.Env(str(workdir), mesh, graphdef, config.eval_batch_size, config.seed, tb,
                      score_steps, remat=config.get("remat", False))
     log.info("model %s loaded from %s in %.1fs; mesh %s", config.model, lm.source,
@@ -314,11 +316,15 @@ def run_eval(config, workdir) -> dict:
              "examples_per_s": scored[splits[r].name]["examples_per_s"],
              "seconds": scored[splits[r].name]["seconds"]} for r in roles])
     _write_results(workdir, results)
+    if env.tb is not None:
+        env.tb.scalars(0, summary.scalars(results))
+        env.tb.flush()
     return results
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) one job described by ``config`` in ``workdir``; returns results."""
+    t0 = time.perf_counter()
     validate(config)
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -327,12 +333,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if done.exists() and rundir.read_json(done).get("complete"):  # same config: nothing to do
         log.info("%s already holds this run, complete; nothing to do (delete results.json "
                  "to rerun it)", workdir)
-        return rundir.read_json(done)
-    if rundir.is_main():
-        rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
-    if config.job == "eval":
-        return run_eval(config, workdir)
-    return run_forget(config, workdir)
+        results = rundir.read_json(done)
+    else:
+        if rundir.is_main():
+            rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
+        results = (run_eval if config.job == "eval" else run_forget)(config, workdir)
+    summary.report(workdir, results, time.perf_counter() - t0)
+    return results
 
 
 def run_forget(config, workdir) -> dict:
@@ -431,7 +438,7 @@ def run_forget(config, workdir) -> dict:
         record("pretrained", scored)
         activations("pretrained", params)
         if config.stop_after == "pretrained":
-            return _complete(workdir, results)
+            return _complete(workdir, results, env)
         ft = config.finetune
         spec = phases.PhaseSpec(
             "finetune", ft.lr, ft.max_epochs, ft.batch_size, ft.grad_clip, "gold", B["train"],
@@ -450,7 +457,7 @@ def run_forget(config, workdir) -> dict:
     record("finetuned", scored)
     activations("finetuned", params)
     if config.stop_after == "finetune":
-        return _complete(workdir, results)
+        return _complete(workdir, results, env)
 
     # --- forget ------------------------------------------------------------------------------
     fg = config.forget
@@ -512,13 +519,18 @@ def run_forget(config, workdir) -> dict:
         results["epochs"]["relearn"] = summary["epochs"]
         scored = phases.evaluate(env, params, "relearned", eval_splits)
         record("relearned", scored)
-    return _complete(workdir, results)
+    return _complete(workdir, results, env)
 
 
-def _complete(workdir, results) -> dict:
+def _complete(workdir, results, env) -> dict:
+    if env.tb is not None:  # the summary scalars, one step after the last phase's points
+        hist = pathlib.Path(workdir) / "history.jsonl"
+        rows = [json.loads(x) for x in hist.open()] if hist.exists() else []
+        end = phases.timeline_start(rows)
+        env.tb.restart(end)
+        env.tb.scalars(end, summary.scalars(results))
+        env.tb.flush()
     results["complete"] = True
     _write_results(workdir, results)
-    log.info("run complete: %s", {k: results[k] for k in results
-                                  if k in ("accuracy", "forget_gap", "forget_ratio")})
     return results
 
