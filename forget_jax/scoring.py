@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from forget_jax import batching, progress
+from forget_jax import batching
 from forget_jax import sharding as shd
+from forget_jax.progress import Bar
 
 # Batches in flight ahead of the one being fetched: the device keeps working while the host
 # reads results, and the progress bar counts only what is done (forget_jax.progress).
@@ -23,7 +24,7 @@ IN_FLIGHT = 2
 
 
 def score_encoded(steps, params, encs: Sequence[batching.Encoded], batch_size: int,
-                  desc: str = "score", progress: bool = True, bar: progress.Bar | None = None,
+                  desc: str = "score", progress: bool = True, bar: Bar | None = None,
                   label: str = "") -> tuple[np.ndarray, np.ndarray, dict]:
     """Mean per-token log-likelihood [N,2] and token counts [N,2] of encoded examples.
 
@@ -38,7 +39,7 @@ def score_encoded(steps, params, encs: Sequence[batching.Encoded], batch_size: i
     t0 = time.perf_counter()
     own = bar is None
     if own:
-        bar = progress.Bar(desc, n, enabled=progress)
+        bar = Bar(desc, n, enabled=progress)
 
     def fetch(keep: int) -> None:
         while len(pending) > keep:
