@@ -236,6 +236,20 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
     bar = progress.Bar(spec.name, max(spec.max_epochs - start_epoch + 1, 0) * per_epoch,
                        env.progress)
     step = int(state.step)
+
+    def done(metrics: list[dict], m, k: int) -> None:
+        """One step's results on the host: the epoch's metrics, the bar, TensorBoard."""
+        nonlocal step
+        metrics.append(jax.device_get(m))
+        step += 1
+        loss = float(metrics[-1]["loss"])
+        bar.update(k, step=f"{len(metrics)}/{n_steps}",
+                   loss=f"{np.mean([float(x['loss']) for x in metrics]):.4f}")
+        if env.tb is not None:
+            env.tb.scalars(base + step, {
+                f"{spec.name}/step/train_loss": loss,
+                f"{spec.name}/step/grad_norm": float(metrics[-1]["grad_norm"])})
+
     for epoch in range(start_epoch, spec.max_epochs + 1):
         t0 = time.perf_counter()
         bar.describe(f"{spec.name} epoch {epoch}/{spec.max_epochs}")
@@ -245,19 +259,6 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
             r_order = retain_order(len(spec.retain.examples), env.seed, spec.name, epoch)
         metrics: list[dict] = []
         in_flight = None  # the last dispatched step: (metrics, examples)
-
-        def done(m, k):  # one step's results on the host: history, bar, TensorBoard
-            nonlocal step
-            metrics.append(jax.device_get(m))
-            step += 1
-            loss = float(metrics[-1]["loss"])
-            bar.update(k, step=f"{len(metrics)}/{n_steps}",
-                       loss=f"{np.mean([float(x['loss']) for x in metrics]):.4f}")
-            if env.tb is not None:
-                env.tb.scalars(base + step, {
-                    f"{spec.name}/step/train_loss": loss,
-                    f"{spec.name}/step/grad_norm": float(metrics[-1]["grad_norm"])})
-
         for start in range(0, n, spec.batch_size):
             idx = order[start : start + spec.batch_size]
             host = _train_batch(spec.train, idx, [int(targets[i]) for i in idx], B, env.mesh)
@@ -267,10 +268,10 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
                                               env.mesh)
             state, m = steps.train(state, shd.put_batch(host, env.mesh), *aux)
             if in_flight is not None:  # fetched one step behind: the device stays busy
-                done(*in_flight)
+                done(metrics, *in_flight)
             in_flight = (m, len(idx))
         if in_flight is not None:
-            done(*in_flight)
+            done(metrics, *in_flight)
         losses = np.array([float(m["loss"]) for m in metrics])
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:

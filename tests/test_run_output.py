@@ -12,8 +12,8 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from forget_jax import summary
-from tests.test_cli import _KILL_IN_SAVE, REPO, cli, forget_args
 from tests._tiny_model import write_tiny_llama_dir
+from tests.test_cli import _KILL_IN_SAVE, REPO, cli, forget_args
 
 NOISE = ("Unable to initialize backend", "[process=0]", "Queuing deletion", "PyTorch was not")
 
