@@ -12,7 +12,6 @@ Bad input (unknown task/model, missing files, invalid config values) prints one 
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
@@ -66,8 +65,12 @@ def main(argv) -> int:
     from forget_jax import host
 
     host.tune_malloc()  # before JAX starts its threads (big step temporaries stop page-faulting)
-    logging.getLogger("forget_jax").setLevel(logging.INFO)
     config = _CONFIG.value
+    from forget_jax import logs
+
+    # Every job: third-party INFO lines only with --config.verbose=True or absl's -v/--verbosity.
+    logs.configure(bool(config is not None and config.get("verbose", False))
+                   or flags.FLAGS["verbosity"].present)
     if config is None or not _WORKDIR.value:
         print("error: --config and --workdir are required", file=sys.stderr)
         return 2

@@ -23,4 +23,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.splits = a.splits  # "+"-joined roles among train, validation, test
     config.n_train = 1000
     config.activations = ml_collections.ConfigDict(dict(enabled=False, layer=-5, dtype="float32"))
+    config.verbose = False  # True: third-party INFO logs too (Orbax, jax); or absl's -v
     return config

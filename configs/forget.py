@@ -91,6 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # activations, results and predictions (forget_jax/cleanup.py). True keeps everything.
     config.keep_checkpoints = False
     config.runlocal = a.runlocal
+    config.verbose = False  # True: third-party INFO logs too (Orbax, jax); or absl's -v
 
     if a.runlocal:
         config.limit = 60

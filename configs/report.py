@@ -30,5 +30,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.include_epoch0 = a.include_epoch0  # a phase's starting state may be the forget time
     config.variance_phase = a.variance_phase  # Fig 4.1 total variance: finetuned | pretrained
     # (the activation layer is a run-time field, activations.layer, default -5)
+    config.verbose = False  # True: third-party INFO logs too (Orbax, jax); or absl's -v
     config.lock()
     return config

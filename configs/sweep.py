@@ -85,5 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Activations (ft-<t>, forget-<t>-on-<t>) and a relearn phase (forget-<t>-on-<t>) for the
     # analyses of Fig. 4.1 (predictors), 5.1 (orders) and 6.1 (probes).
     config.analyses = True
+    config.verbose = False  # True: third-party INFO logs too (Orbax, jax); or absl's -v
     config.lock()
     return config

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from forget_jax import batching, rundir, scoring
+from forget_jax import batching, progress, rundir, scoring
 from forget_jax import checkpoint as ckpt
 from forget_jax import sharding as shd
 from forget_jax import steps as steps_lib
@@ -67,11 +67,13 @@ class Env:
     remat: bool = False
 
 
-def score_split(env: Env, params, split: Split, desc: str = "") -> dict:
-    """Scores one split; returns mean_ll/counts/pred/correct/confidence/acc/throughput."""
+def score_split(env: Env, params, split: Split, desc: str = "",
+                bar: progress.Bar | None = None) -> dict:
+    """Scores one split; returns mean_ll/counts/pred/correct/confidence/acc/throughput.
+    ``bar``: the phase's progress bar (None: one of its own, ``desc``)."""
     mean_ll, counts, info = scoring.score_encoded(
         env.score_steps, params, split.encoded, env.eval_batch_size,
-        desc=desc or split.name, progress=env.progress)
+        desc=desc or split.name, progress=env.progress, bar=bar, label=split.name)
     p = scoring.predictions(mean_ll, split.gold)
     return dict(mean_ll=mean_ll, counts=counts, acc=float(np.mean(p["correct"])), **p, **info)
 
@@ -85,15 +87,18 @@ def write_predictions(env: Env, phase: str, split: Split, scored: dict) -> None:
 def evaluate(env: Env, params, phase: str, splits: list[Split]) -> dict[str, dict]:
     """Scores and writes predictions/<phase>/<task>.<split>.jsonl; returns {name: scored}."""
     out = {}
+    bar = progress.Bar(f"score {phase}", sum(len(s.examples) for s in splits), env.progress)
     for split in splits:
-        scored = score_split(env, params, split, desc=f"{phase} {split.name}")
+        scored = score_split(env, params, split, bar=bar)
         write_predictions(env, phase, split, scored)
         extra = scoring.lm_eval_metrics(scored["mean_ll"], scored["counts"],
                                         [e.choices for e in split.examples], split.gold)
-        log.info("%s %s: acc %.4f (lm-eval acc %.4f, acc_norm %.4f) n=%d, %.1f ex/s", phase,
-                 split.name, scored["acc"], extra["acc_sum"], extra["acc_norm"],
-                 len(split.examples), scored["examples_per_s"])
+        with bar.above():
+                log.info("%s %s: acc %.4f (lm-eval acc %.4f, acc_norm %.4f) n=%d, %.1f ex/s",
+                     phase, split.name, scored["acc"], extra["acc_sum"], extra["acc_norm"],
+                     len(split.examples), scored["examples_per_s"])
         out[split.name] = scored
+    bar.close()
     return out
 
 
@@ -166,6 +171,20 @@ class PhaseSpec:
     retain: Split | None = None
 
 
+def timeline_start(history: list[dict]) -> int:
+    """TensorBoard's global step of the epoch-0 point of the phase after ``history``'s phases.
+
+    One timeline across phases: step 0 holds the run's config (hparams), the first phase's
+    epoch 0 is step 1, its k-th train step 1 + k; each later phase starts one step after the
+    previous phase's last (so a phase's restart marker never purges its predecessor's points).
+    """
+    last: dict[str, int] = {}
+    for row in history:
+        if "step" in row:
+            last[row["phase"]] = int(row["step"])
+    return 1 + sum(s + 1 for s in last.values())
+
+
 def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dict],
                 history_prefix: list[dict]) -> tuple[object, dict]:
     """Runs (or resumes) one training phase. Returns (final params, summary).
@@ -182,6 +201,7 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
     latest = ckpt.PhaseCheckpoints(wd, spec.name)
     best = ckpt.BestCheckpoint(wd) if spec.keep_best else None
     recorder = rundir.EpochRecorder(wd, spec.name)
+    base = timeline_start(history_prefix)  # TensorBoard step of this phase's epoch 0
     meta = latest.restore_meta()
     if meta is not None:
         state, meta = latest.restore(steps.abstract_state(params))
@@ -193,6 +213,8 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
                  int(state.step))
         if meta.get("done"):
             return _finish(env, spec, state.params, best, meta, latest)
+        if env.tb is not None:  # drops what a killed run logged after this checkpoint
+            env.tb.restart(base + int(state.step) + 1)
     else:
         state = steps.init_state(params)
         start_epoch, history, best_acc, best_epoch, stale = 1, [], -1.0, 0, 0
@@ -200,18 +222,43 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
             recorder.add(0, role, sc["confidence"], sc["correct"], spec.monitor[role].ids)
         if rundir.is_main():
             recorder.write()
+        if env.tb is not None:  # epoch 0: the starting state, after any killed attempt's points
+            env.tb.restart(base)
+            env.tb.scalars(base, {f"{spec.name}/{r}_acc": sc["acc"]
+                                  for r, sc in initial_scores.items()})
 
     B = shd.pad_batch_size(spec.batch_size, env.mesh)
     n = len(spec.train.examples)
     gold = spec.train.gold
     reason = None
+    n_steps = -(-n // spec.batch_size)  # per epoch
+    per_epoch = n + sum(len(s.examples) for s in spec.monitor.values())
+    bar = progress.Bar(spec.name, max(spec.max_epochs - start_epoch + 1, 0) * per_epoch,
+                       env.progress)
+    step = int(state.step)
+
+    def done(metrics: list[dict], m, k: int) -> None:
+        """One step's results on the host: the epoch's metrics, the bar, TensorBoard."""
+        nonlocal step
+        metrics.append(jax.device_get(m))
+        step += 1
+        loss = float(metrics[-1]["loss"])
+        bar.update(k, step=f"{len(metrics)}/{n_steps}",
+                   loss=f"{np.mean([float(x['loss']) for x in metrics]):.4f}")
+        if env.tb is not None:
+            env.tb.scalars(base + step, {
+                f"{spec.name}/step/train_loss": loss,
+                f"{spec.name}/step/grad_norm": float(metrics[-1]["grad_norm"])})
+
     for epoch in range(start_epoch, spec.max_epochs + 1):
         t0 = time.perf_counter()
+        bar.describe(f"{spec.name} epoch {epoch}/{spec.max_epochs}")
         targets = epoch_targets(spec.label_mode, gold, env.seed, spec.name, epoch)
         order = epoch_order(n, env.seed, spec.name, epoch)
         if spec.retain is not None:
             r_order = retain_order(len(spec.retain.examples), env.seed, spec.name, epoch)
-        metrics = []
+        metrics: list[dict] = []
+        in_flight = None  # the last dispatched step: (metrics, examples)
         for start in range(0, n, spec.batch_size):
             idx = order[start : start + spec.batch_size]
             host = _train_batch(spec.train, idx, [int(targets[i]) for i in idx], B, env.mesh)
@@ -220,8 +267,11 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
                 host["retain"] = _train_batch(spec.retain, r_idx, spec.retain.gold[r_idx], B,
                                               env.mesh)
             state, m = steps.train(state, shd.put_batch(host, env.mesh), *aux)
-            metrics.append(m)
-        metrics = jax.device_get(metrics)
+            if in_flight is not None:  # fetched one step behind: the device stays busy
+                done(metrics, *in_flight)
+            in_flight = (m, len(idx))
+        if in_flight is not None:
+            done(metrics, *in_flight)
         losses = np.array([float(m["loss"]) for m in metrics])
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
@@ -233,7 +283,7 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
         train_secs = time.perf_counter() - t0
         accs = {}
         for role, split in spec.monitor.items():
-            sc = score_split(env, state.params, split, desc=f"{spec.name} e{epoch} {role}")
+            sc = score_split(env, state.params, split, bar=bar)
             accs[role] = sc["acc"]
             recorder.add(epoch, role, sc["confidence"], sc["correct"], split.ids)
         row = {"phase": spec.name, "epoch": epoch, "step": int(state.step), "lr": spec.lr,
@@ -245,11 +295,12 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
                "examples_per_s": n / train_secs,
                "seconds": time.perf_counter() - t0}
         history.append(row)
-        log.info("%s epoch %d: loss %.4f %s (%.1fs)", spec.name, epoch, row["train_loss"],
-                 " ".join(f"{r} {a:.3f}" for r, a in accs.items()), row["seconds"])
+        with bar.above():
+            log.info("%s epoch %d: loss %.4f %s (%.1fs)", spec.name, epoch, row["train_loss"],
+                     " ".join(f"{r} {a:.3f}" for r, a in accs.items()), row["seconds"])
         if env.tb is not None:
-            env.tb.scalars(int(state.step), {f"{spec.name}/{k}": v for k, v in row.items()
-                                             if isinstance(v, float) and k != "seconds"})
+            env.tb.scalars(base + row["step"], {f"{spec.name}/{k}": v for k, v in row.items()
+                                                if isinstance(v, float) and k != "seconds"})
             env.tb.flush()
         if best is not None and accs["validation"] > best_acc:
             best_acc, best_epoch, stale = accs["validation"], epoch, 0
@@ -267,9 +318,11 @@ def train_phase(env: Env, spec: PhaseSpec, params, initial_scores: dict[str, dic
         if rundir.is_main():
             recorder.write()
             rundir.write_jsonl(f"{wd}/history.jsonl", history_prefix + history)
-        latest.save(epoch, state, meta)
+        with bar.above():
+            latest.save(epoch, state, meta)
         if reason is not None:
             break
+    bar.close()
     if meta is None:  # max_epochs == 0: nothing trained
         meta = {"phase": spec.name, "epoch": 0, "history": [], "best_acc": best_acc,
                 "best_epoch": 0, "done": True, "stop_reason": "max_epochs=0"}

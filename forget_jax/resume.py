@@ -117,7 +117,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 # Keys that may change between a run and its resumption (they do not change the results).
 RESUME_FREE_KEYS = ("distributed", "eval_batch_size", "compilation_cache_dir", "dry_run",
-                    "dry_run_seq_len", "mesh", "remat", "keep_checkpoints")
+                    "dry_run_seq_len", "mesh", "remat", "keep_checkpoints", "verbose")
 
 
 # Fields added after a run's config.json may have been written, each with the value that
@@ -135,7 +135,8 @@ ADDED_FIELDS = {"forget.stop_rule": "chance", "forget.n_train": 0,
                 "forget.rmu.gamma": 1.0, "forget.rmu.alpha": 1200.0,
                 # Old code kept every checkpoint. Also a RESUME_FREE_KEY (it changes no result),
                 # so an old workdir resumes under the new default and is cleaned on completion.
-                "keep_checkpoints": True}
+                "keep_checkpoints": True,
+                "verbose": True}  # a logging field (also resume-free): old runs logged it all
 
 
 def forget_method(config) -> str:

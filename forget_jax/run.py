@@ -8,6 +8,7 @@ the Hugging Face / GGUF weights.
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import shutil
@@ -20,6 +21,7 @@ from forget_jax import batching, cleanup, methods, phases, rundir
 from forget_jax import checkpoint as ckpt
 from forget_jax import sharding as shd
 from forget_jax import steps as steps_lib
+from forget_jax import summary as summary_lib
 
 # Re-exported: the admission checks are part of this module's interface (tests, errors,
 # entry; ADDED_FIELDS is extended where a config field is added).
@@ -30,6 +32,7 @@ from forget_jax.resume import (  # noqa: F401
     STOP_AFTER,
     STOP_RULES,
     ConfigError,
+    _flat,
     check_resumable,
     complete_results,
     forget_method,
@@ -124,6 +127,8 @@ def _setup(config, workdir):
     score_steps = steps_lib.make_steps(graphdef, params, mesh,
                                        feature_layer=config.activations.layer)
     tb = rundir.TensorBoard(pathlib.Path(workdir) / "tensorboard") if rundir.is_main() else None
+    if tb is not None:
+        tb.hparams(_flat(config.to_dict()))  # so a sweep's runs compare in the HParams view
     env = phases.Env(str(workdir), mesh, graphdef, config.eval_batch_size, config.seed, tb,
                      score_steps, remat=config.get("remat", False))
     log.info("model %s loaded from %s in %.1fs; mesh %s", config.model, lm.source,
@@ -154,32 +159,36 @@ def run_eval(config, workdir) -> dict:
              "examples_per_s": scored[splits[r].name]["examples_per_s"],
              "seconds": scored[splits[r].name]["seconds"]} for r in roles])
     _write_results(workdir, results)
+    if env.tb is not None:
+        env.tb.scalars(0, summary_lib.scalars(results))
+        env.tb.flush()
     return results
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) one job described by ``config`` in ``workdir``; returns results."""
+    t0 = time.perf_counter()
     validate(config)
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     with workdir_lock(workdir):  # a second process on this workdir: ConfigError, no writes
-        return _run_locked(config, workdir)
+        return _run_locked(config, workdir, t0)
 
 
-def _run_locked(config, workdir) -> dict:
+def _run_locked(config, workdir, t0: float) -> dict:
     check_resumable(config, workdir)
     done = complete_results(workdir)
     if done is not None:  # same config: nothing to do
         log.info("%s already holds this run, complete; nothing to do (delete results.json "
                  "to rerun it)", workdir)
         _drop_checkpoints(config, workdir)  # a run killed after completing, before cleanup
-        return done
-    if rundir.is_main():
-        rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
-    if config.job == "eval":
-        return run_eval(config, workdir)
-    results = run_forget(config, workdir)
-    _drop_checkpoints(config, workdir)
+        results = done
+    else:
+        if rundir.is_main():
+            rundir.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
+        results = (run_eval if config.job == "eval" else run_forget)(config, workdir)
+        _drop_checkpoints(config, workdir)
+    summary_lib.report(workdir, results, time.perf_counter() - t0)
     return results
 
 
@@ -290,7 +299,7 @@ def run_forget(config, workdir) -> dict:
         record("pretrained", scored)
         activations("pretrained", params)
         if config.stop_after == "pretrained":
-            return _complete(workdir, results)
+            return _complete(workdir, results, env)
         ft = config.finetune
         spec = phases.PhaseSpec(
             "finetune", ft.lr, ft.max_epochs, ft.batch_size, ft.grad_clip, "gold", B["train"],
@@ -309,7 +318,7 @@ def run_forget(config, workdir) -> dict:
     record("finetuned", scored)
     activations("finetuned", params)
     if config.stop_after == "finetune":
-        return _complete(workdir, results)
+        return _complete(workdir, results, env)
 
     # --- forget ------------------------------------------------------------------------------
     fg = config.forget
@@ -371,13 +380,18 @@ def run_forget(config, workdir) -> dict:
         results["epochs"]["relearn"] = summary["epochs"]
         scored = phases.evaluate(env, params, "relearned", eval_splits)
         record("relearned", scored)
-    return _complete(workdir, results)
+    return _complete(workdir, results, env)
 
 
-def _complete(workdir, results) -> dict:
+def _complete(workdir, results, env) -> dict:
+    if env.tb is not None:  # the summary scalars, one step after the last phase's points
+        hist = pathlib.Path(workdir) / "history.jsonl"
+        rows = [json.loads(x) for x in hist.open()] if hist.exists() else []
+        end = phases.timeline_start(rows)
+        env.tb.restart(end)
+        env.tb.scalars(end, summary_lib.scalars(results))
+        env.tb.flush()
     results["complete"] = True
     _write_results(workdir, results)
-    log.info("run complete: %s", {k: results[k] for k in results
-                                  if k in ("accuracy", "forget_gap", "forget_ratio")})
     return results
 

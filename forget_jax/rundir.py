@@ -110,7 +110,13 @@ class EpochRecorder:
 
 
 class TensorBoard:
-    """Scalar event files written with tensorboard's own EventFileWriter (no TensorFlow)."""
+    """Scalar event files written with tensorboard's own EventFileWriter (no TensorFlow).
+
+    One timeline per run (:func:`forget_jax.phases.timeline_start`). A resumed run first writes
+    :meth:`restart` at the step it continues from: TensorBoard (its EventAccumulator) then
+    drops every point at or after that step from the killed run's event files, so the
+    timeline has no duplicates.
+    """
 
     def __init__(self, logdir):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -124,6 +130,25 @@ class TensorBoard:
             summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
         self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
                                                summary=summary))
+
+    def restart(self, step: int) -> None:
+        """A SessionLog.START at ``step``: readers purge earlier files' points at >= step."""
+        from tensorboard.compat.proto import event_pb2
+
+        self._writer.add_event(event_pb2.Event(
+            wall_time=time.time(), step=int(step),
+            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+
+    def hparams(self, values: dict) -> None:
+        """The run's (flattened) config for TensorBoard's HParams view, at step 0; values that
+        are not bool/int/float/str are written as their str()."""
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.plugins.hparams import summary_v2
+
+        hp = {k: v if isinstance(v, bool | int | float | str) else str(v)
+              for k, v in values.items()}
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=0,
+                                               summary=summary_v2.hparams_pb(hp)))
 
     def text(self, tag: str, value: str) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2

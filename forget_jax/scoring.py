@@ -8,43 +8,58 @@ token); prediction = argmax with ties to the lower index; confidence =
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Sequence
 
-import jax
 import numpy as np
-from tqdm import tqdm
 
 from forget_jax import batching
 from forget_jax import sharding as shd
+from forget_jax.progress import Bar
+
+# Batches in flight ahead of the one being fetched: the device keeps working while the host
+# reads results, and the progress bar counts only what is done (forget_jax.progress).
+IN_FLIGHT = 2
 
 
 def score_encoded(steps, params, encs: Sequence[batching.Encoded], batch_size: int,
-                  desc: str = "score", progress: bool = True
-                  ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Mean per-token log-likelihood [N,2] and token counts [N,2] of encoded examples."""
+                  desc: str = "score", progress: bool = True, bar: Bar | None = None,
+                  label: str = "") -> tuple[np.ndarray, np.ndarray, dict]:
+    """Mean per-token log-likelihood [N,2] and token counts [N,2] of encoded examples.
+
+    ``bar``: the phase's progress bar, advanced (field ``scoring`` = ``label``) as each batch's
+    results reach the host; None = a bar of its own (``desc``; none when not ``progress``).
+    """
     B = shd.pad_batch_size(batch_size, steps.mesh)
     n = len(encs)
     mean_ll = np.zeros((n, 2), np.float64)
     counts = np.zeros((n, 2), np.int64)
-    pending = []
+    pending: collections.deque = collections.deque()
     t0 = time.perf_counter()
-    bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress or jax.process_index() != 0,
-               leave=False)
+    own = bar is None
+    if own:
+        bar = Bar(desc, n, enabled=progress)
+
+    def fetch(keep: int) -> None:
+        while len(pending) > keep:
+            slots, out = pending.popleft()
+            # to_host gathers rows held by other processes (multi-host); a plain fetch otherwise.
+            ll = shd.to_host(out["loglik_sum"]).astype(np.float64).reshape(*slots.shape, 2)
+            nt = shd.to_host(out["n_tokens"]).reshape(*slots.shape, 2)
+            real = slots >= 0
+            mean_ll[slots[real]] = ll[real] / nt[real]
+            counts[slots[real]] = nt[real]
+            bar.update(int(real.sum()), **({"scoring": label} if label else {}))
+
     # B rows per batch, several short examples per row (batching.packed_score_batches).
     packed = batching.packed_score_batches(encs, B, row_multiple=shd.batch_divisor(steps.mesh))
     for slots, batch in packed:
-        out = steps.score(params, shd.put_batch(batch, steps.mesh))
-        pending.append((slots, out))  # no host sync here: results are fetched in bulk below
-        bar.update(int((slots >= 0).sum()))
-    for slots, out in pending:
-        # to_host gathers rows held by other processes (multi-host); a plain fetch otherwise.
-        ll = shd.to_host(out["loglik_sum"]).astype(np.float64).reshape(*slots.shape, 2)
-        nt = shd.to_host(out["n_tokens"]).reshape(*slots.shape, 2)
-        real = slots >= 0
-        mean_ll[slots[real]] = ll[real] / nt[real]
-        counts[slots[real]] = nt[real]
-    bar.close()
+        pending.append((slots, steps.score(params, shd.put_batch(batch, steps.mesh))))
+        fetch(IN_FLIGHT)
+    fetch(0)
+    if own:
+        bar.close()
     secs = time.perf_counter() - t0
     return mean_ll, counts, dict(seconds=secs, examples_per_s=n / max(secs, 1e-9))
 
