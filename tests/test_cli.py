@@ -119,6 +119,16 @@ runpy.run_path("main.py", run_name="__main__")
 """
 
 
+def kill_in_save(args, run, at):
+    """Runs main.py on ``run`` and SIGKILLs it inside the save of checkpoint ``at``
+    (e.g. "checkpoints/forget/2"); asserts it died there."""
+    env = dict(os.environ, KILL_AT=at)
+    env.pop("XLA_FLAGS", None)
+    p = subprocess.run([sys.executable, "-c", _KILL_IN_SAVE, *args, f"--workdir={run}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+
+
 def test_kill_inside_the_finetune_checkpoint_save_resumes(ref_run, tiny_dir, shared_data,
                                                           tmp_path):
     """Epoch 1's best checkpoint commits, then the kill lands in its latest-epoch save: the
@@ -126,11 +136,7 @@ def test_kill_inside_the_finetune_checkpoint_save_resumes(ref_run, tiny_dir, sha
     to die with StepAlreadyExistsError on every rerun)."""
     args = forget_args(tiny_dir, shared_data)
     run = tmp_path / "run"
-    env = dict(os.environ, KILL_AT="checkpoints/finetune/1")
-    env.pop("XLA_FLAGS", None)
-    p = subprocess.run([sys.executable, "-c", _KILL_IN_SAVE, *args, f"--workdir={run}"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    kill_in_save(args, run, "checkpoints/finetune/1")
     ck = run / "checkpoints"
     assert [d.name for d in (ck / "finetune_best").iterdir() if d.name.isdigit()] == ["1"]
     left = [d.name for d in (ck / "finetune").iterdir()]

@@ -2,10 +2,6 @@
 lines, and one TensorBoard timeline that a resumed run continues without duplicates."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator as ea
@@ -13,7 +9,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from forget_jax import summary
 from tests._tiny_model import write_tiny_llama_dir
-from tests.test_cli import _KILL_IN_SAVE, REPO, cli, forget_args
+from tests.test_cli import cli, forget_args, kill_in_save
 
 NOISE = ("Unable to initialize backend", "[process=0]", "Queuing deletion", "PyTorch was not")
 
@@ -100,11 +96,7 @@ def test_resumed_run_continues_the_timeline(ref, tiny_dir, shared_data, tmp_path
     the uninterrupted run's, steps and values, with no duplicates."""
     args = forget_args(tiny_dir, shared_data)
     run = tmp_path / "run"
-    env = dict(os.environ, KILL_AT="checkpoints/forget/2")
-    env.pop("XLA_FLAGS", None)
-    p = subprocess.run([sys.executable, "-c", _KILL_IN_SAVE, *args, f"--workdir={run}"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    kill_in_save(args, run, "checkpoints/forget/2")
     assert [st for st, _ in scalars(run)["forget/test_acc"]] == [10, 14, 18]
     r = cli([*args, "--config.verbose=True"], run)
     assert r.returncode == 0, r.stderr[-3000:]
