@@ -471,6 +471,10 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
 def main(config: Any, workdir: str) -> Path:
     """Entry point of ``configs/report.py`` (main.py calls it when ``config.job == "report"``)."""
     root = Path(config.root or workdir).absolute()
+    if config.get("models"):  # Appendix D: one sweep root per model (forget_jax/report_models)
+        from forget_jax import report_models
+
+        return report_models.main(config, workdir)
     defaults = {"paper_dir": "", "n_bootstrap": 1000, "seed": 0,
                 **dataclasses.asdict(Choices())}
     cmd = "python main.py --config=configs/report.py" + "".join(
