@@ -52,7 +52,7 @@ def parse_models(items: str | Sequence[str]) -> dict[str, Path]:
     for item in items:
         label, sep, root = (s.strip() for s in item.partition("="))
         if not sep or not label or not root:
-            raise rundir.RunDirError(item, "expected label=<sweep root> (e.g. gemma3-270m=sweeps/g)")
+            raise rundir.RunDirError(item, "expected label=<sweep root> (e.g. gemma3=sweeps/g)")
         if label in out:
             raise rundir.RunDirError(root, f"model label {label!r} given twice")
         path = Path(root).absolute()

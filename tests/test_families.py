@@ -20,8 +20,16 @@ from flax import nnx
 from forget_jax import batching, sharding, steps
 from forget_jax.models import abstract_model, config_from_hf, model_config, precision_kwargs
 from forget_jax.models.convert import model_from_params
-from tests.test_models import (ATOL, FAMILY_CASES, V, _dot_generals, flax_twin, hf_forward,
-                               low_precision_twin, tiny_hf)
+from tests.test_models import (
+    ATOL,
+    FAMILY_CASES,
+    V,
+    _dot_generals,
+    flax_twin,
+    hf_forward,
+    low_precision_twin,
+    tiny_hf,
+)
 from tests.test_steps import toy_encoded
 
 
