@@ -4,6 +4,9 @@
   python main.py --config=configs/report.py:n_bootstrap=2000,seed=1 --workdir=sweeps/main
   python main.py --config=configs/report.py --config.paper_dir=../shared/paper --workdir=sweeps/main
   python -m forget_jax.report sweeps/main          # the same, without main.py
+  python main.py --config=configs/report.py \\
+      --config.models=smollm2-135m=sweeps/main,gemma3-270m=sweeps/gemma3 --workdir=sweeps/appD
+      # Appendix D: models side by side (forget_jax/report_models.py)
 
 Writes <root>/report/report.md, report/figures/*.png and report/tables/*.csv.
 """
@@ -31,5 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.variance_phase = a.variance_phase  # Fig 4.1 total variance: finetuned | pretrained
     # (the activation layer is a run-time field, activations.layer, default -5)
     config.verbose = False  # True: third-party INFO logs too (Orbax, jax); or absl's -v
+    # Appendix D: "label=<sweep root>,label=<sweep root>" (one root per model; set it with
+    # --config.models=..., the commas split config args) -> <workdir>/report_models/
+    config.models = ""
     config.lock()
     return config

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from forget_jax import report_models, sweep
 from forget_jax import report_tables as tables
-from forget_jax import sweep
 from forget_jax.analysis import cross_task, rundir, stats
 from forget_jax.report_analyses import ANALYSES, Choices, run_analyses
 
@@ -302,6 +302,8 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
 
 def main(config: Any, workdir: str) -> Path:
     """Entry point of ``configs/report.py`` (main.py calls it when ``config.job == "report"``)."""
+    if config.get("models"):  # Appendix D: one sweep root per model
+        return report_models.main(config, workdir)
     shown = str(config.root or workdir)  # as typed: a relative root stays relative in report.md
     root = Path(shown).absolute()
     defaults = {"paper_dir": "", "n_bootstrap": 1000, "seed": 0,

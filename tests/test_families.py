@@ -18,9 +18,18 @@ import pytest
 from flax import nnx
 
 from forget_jax import batching, sharding, steps
-from forget_jax.models import abstract_model, config_from_hf, model_config
+from forget_jax.models import abstract_model, config_from_hf, model_config, precision_kwargs
 from forget_jax.models.convert import model_from_params
-from tests.test_models import ATOL, FAMILY_CASES, V, flax_twin, hf_forward, tiny_hf
+from tests.test_models import (
+    ATOL,
+    FAMILY_CASES,
+    V,
+    _dot_generals,
+    flax_twin,
+    hf_forward,
+    low_precision_twin,
+    tiny_hf,
+)
 from tests.test_steps import toy_encoded
 
 
@@ -132,3 +141,70 @@ def test_sharded_train_step_equals_single_device(case: str):
     assert l1[1] < l1[0]
     for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p8), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
+
+
+
+# Promised by the precision policy (models.PRECISIONS): param dtype, activation dtype, logits
+# vs float32 within this share of the logit scale (0: identical), operand dtype of the
+# forward matmuls (bfloat16 keeps q.k in float32; mixed_bfloat16 accumulates every matmul in
+# float32; the head's logits are float32 in all three).
+POLICY = {
+    "float32": (jnp.float32, jnp.float32, 0.0, jnp.float32),
+    "mixed_bfloat16": (jnp.float32, jnp.float32, 0.05, jnp.bfloat16),
+    "bfloat16": (jnp.bfloat16, jnp.bfloat16, 0.1, jnp.bfloat16),
+}
+
+
+def _train_once(model, batch, mesh):
+    """(loss, params before, params after) of one SGD step on one device."""
+    gd, params = steps.split_model(model)
+    st = steps.make_steps(gd, params, mesh, lr=0.05)
+    state, metrics = st.train(st.init_state(params), sharding.put_batch(batch, mesh))
+    assert metrics["loss"].dtype == jnp.float32
+    return float(metrics["loss"]), params, jax.device_get(state.params)
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES)
+def test_each_precision_forward_and_train_step(case: str):
+    """Per precision. Forward: param/activation dtypes, float32 logits close to float32's,
+    the operand dtypes of every forward matmul. The low precisions also run one train step:
+    parameters keep their dtype and move, float32 losses agree within bfloat16's error (the
+    float32 train step runs in test_sharded_train_step_equals_single_device)."""
+    rng = np.random.default_rng(0)
+    batch = batching.train_batch(toy_encoded(4, rng, vocab=V), [0, 1, 1, 0], 4)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    tokens = np.random.RandomState(0).randint(0, V, (2, 12)).astype(np.int32)
+    losses = {}
+    for precision, (param_dt, act_dt, tol, mm_dt) in POLICY.items():
+        param_dt, act_dt, mm_dt = map(jnp.dtype, (param_dt, act_dt, mm_dt))
+        kw = precision_kwargs(precision)
+        if precision == "float32":  # its logits are the parity tests' (test_models.py)
+            model = flax_twin(tiny_hf(case), **kw)
+            param_dtypes = {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))}
+            h_dtype = nnx.eval_shape(lambda m: m.encode(tokens)[0], model).dtype
+        else:
+            model, param_dtypes, h_dtype, err, scale = low_precision_twin(case, **kw)
+            assert 0 < err.max() < tol * scale, precision
+        assert param_dtypes == {param_dt} and h_dtype == act_dt, precision
+        graphdef, p = nnx.split(model, nnx.Param)
+        dots = list(_dot_generals(jax.make_jaxpr(
+            lambda p, g=graphdef: nnx.merge(g, p)(tokens).mean())(p).jaxpr))
+        assert len(dots) == 7 + 2 + 1  # scanned layer body: 7 projections, q.k, probs.v; head
+        ins = [tuple(v.aval.dtype for v in e.invars) for e in dots]
+        outs = [e.outvars[0].aval.dtype for e in dots]
+        want_in = [(mm_dt, mm_dt)] * len(dots)
+        if precision == "bfloat16":
+            f32 = [i for i, x in enumerate(ins) if x == (jnp.float32, jnp.float32)]
+            assert len(f32) == 1, ins  # q.k
+            want_in[f32[0]] = (jnp.dtype(jnp.float32),) * 2
+        assert ins == want_in, (precision, ins)
+        assert outs[-1] == jnp.float32 and (precision != "mixed_bfloat16"
+                                            or set(outs) == {jnp.dtype(jnp.float32)}), outs
+        if precision == "float32":
+            continue
+        losses[precision], before, after = _train_once(model, batch, mesh)
+        assert np.isfinite(losses[precision])
+        assert {x.dtype for x in jax.tree.leaves(after)} == {param_dt}, precision
+        assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in zip(
+            jax.tree.leaves(before), jax.tree.leaves(after), strict=True)), precision
+    assert abs(losses["bfloat16"] - losses["mixed_bfloat16"]) <= 0.1 * losses["mixed_bfloat16"]
