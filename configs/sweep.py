@@ -35,6 +35,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
+from forget_jax.sweep_cells import DEFAULT_METHODS
 
 # Tasks with staged train and eval files in ../shared/data, from both ends of the paper's
 # spectrum (commonsense/QA vs. linguistic/entailment).
@@ -51,10 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(
         arg, experiment="cross_task", tasks=DEFAULT_TASKS, mode="run", cell="", stage=-1,
         runlocal=False, n_train=0, n_small=0, seed=-1, seeds="", model="",
+        methods=DEFAULT_METHODS, retain="others",
     )
     config = ml_collections.ConfigDict()
     config.job = "sweep"
-    # single | cross_task | cross_task_fixed | size | flipped | flipped_diag | null, "+"-joinable
+    # single | cross_task | cross_task_fixed | size | flipped | flipped_diag | null | methods |
+    # methods_fixed, "+"-joinable
     config.experiment = a.experiment
     config.tasks = a.tasks  # "+"-joined task names, or "all"
     config.mode = a.mode  # run | print_cells | print_commands | run_cell
@@ -79,6 +82,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The `null` experiment's forget learning rate (null-<t> cells, fixed budget): ~0, so the
     # forget ratio must be ~0. Not exactly 0: the update path itself is exercised.
     config.null_lr = 1e-7
+    # The methods experiments (method-<m>-<t>, method_fixed-<m>-<t>; issue 16): "+"-joined
+    # forget.method names, and the retain set of the methods that take one (grad_diff, npo,
+    # simnpo, rmu): "others" = the sweep's other tasks, "" = none, or "+"-joined tasks.
+    config.methods = a.methods
+    config.retain = a.retain
     config.model = a.model  # "" = default
     config.data_dir = ""  # "" = default (configs/common.py default_data_dir)
     config.base = ""  # more single-run overrides: "finetune.lr=1e-3;forget.max_epochs=20"

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from forget_jax import report_models, sweep
+from forget_jax import report_methods, report_models, sweep
 from forget_jax import report_tables as tables
 from forget_jax.analysis import cross_task, rundir, stats
 from forget_jax.report_analyses import ANALYSES, Choices, run_analyses
@@ -271,6 +271,9 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
     else:
         body += "\nnull_control.csv: skipped: no complete `null-<t>` cells.\n"
     md.append(_section("Null control", body))
+    md.append(_section("Forgetting methods (issue 16)", _made_by(
+        index, report_methods.EXPERIMENTS, report_cmd) + report_methods.section(
+            runs, ivs, out, md_table)))
 
     # the per-task analyses read one cell per task: the lowest seed of each single-task group
     diag = [g[0] for g in tables.groups(runs, "forget").values() if g[0].a == g[0].b]

@@ -25,6 +25,7 @@ from typing import Any
 from forget_jax.sweep_cells import (  # noqa: F401
     CELL_KEYS,
     CROSS_TASK_STARTS,
+    DEFAULT_METHODS,
     EXPERIMENTS,
     PAPER_TASKS,
     Cell,
@@ -127,7 +128,8 @@ def sweep_command(config: Any, root: str | os.PathLike) -> str:
     parts = ["python main.py", _flag(f"--config=configs/sweep.py:{arg}")]
     defaults = {"n_train": 0, "n_small": 0, "seed": -1, "seeds": "", "model": "",
                 "data_dir": "", "base": "", "stage": -1, "analyses": True,
-                "cross_task_start": "eval_task"}
+                "cross_task_start": "eval_task", "methods": DEFAULT_METHODS,
+                "retain": "others"}
     parts += [_flag(f"--config.{k}={config[k]}") for k, d in defaults.items() if config[k] != d]
     parts.append(_flag(f"--workdir={Path(root).absolute()}"))
     return " ".join(parts)
@@ -151,7 +153,7 @@ def cells_from_config(config: Any, root: str | os.PathLike) -> list[Cell]:
                    n_small=config.n_small or configs_module("sweep").default_n_small(
                        config.runlocal), analyses=config.analyses,
                    seeds=parse_seeds(config.seeds), cross_task_start=config.cross_task_start,
-                   null_lr=config.null_lr)
+                   null_lr=config.null_lr, methods=config.methods, retain=config.retain)
     return [c for c in cells if config.stage < 0 or c.stage == config.stage]
 
 

@@ -18,6 +18,14 @@ config given as a flat dict of dotted-key overrides of ``configs/forget.py``. Ex
   forget set's size differs.
 * ``flipped``           ``ft-<B>``, then ``flip-<A>-on-<B>`` with flipped labels (Appendix C).
 * ``flipped_diag``      the diagonal of ``flipped`` only: ``flip-<t>-on-<t>``.
+* ``methods``           ``method-<m>-<t>`` for every task t and forgetting method m of ``methods``
+  (``forget.method``, issue 16; default :data:`DEFAULT_METHODS`) from ``ft-<t>``, the paper's
+  stop rule (test < 0.5); ``methods_fixed``: the same as ``method_fixed-<m>-<t>`` with
+  ``forget.stop_rule="fixed"`` (exactly ``forget.max_epochs`` epochs). Each cell evaluates the
+  sweep's other tasks (``eval_tasks``, unless ``base`` sets it): the damage to other tasks.
+  Methods of :data:`forget_jax.methods.RETAIN_BY_DEFAULT` get the retain set ``retain``:
+  ``"others"`` = the sweep's other tasks, or ``+``-joined tasks (the cell's own task dropped);
+  a method that needs one (grad_diff, rmu) without one is a SweepError.
 * ``null``              the null control ``null-<t>``: ``forget-<t>-on-<t>`` with the forget
   learning rate set to ``null_lr`` (~0) and a fixed budget (``forget.stop_rule="fixed"``): the
   forget ratio must come out ~0, else something other than the update moves the accuracies.
@@ -39,7 +47,9 @@ from pathlib import Path
 from typing import Any
 
 EXPERIMENTS = ("single", "cross_task", "cross_task_fixed", "size", "flipped", "flipped_diag",
-               "null")
+               "null", "methods", "methods_fixed")
+DEFAULT_METHODS = "random_labels+grad_ascent+npo+simnpo+rmu"  # the `methods` experiment's
+METHOD_KEYS = ("forget.method", "forget.retain_tasks")  # set by the methods cells themselves
 PAPER_TASKS = (  # the paper's 19 tasks, in Appendix B order
     "piqa", "arc_easy", "arc_challenge", "creak", "boolq", "sciq", "pubmedqa", "mathqa",
     "toxigen", "cola", "mrpc", "mnli", "qnli", "rte", "wnli", "cb", "copa", "wic", "wsc")
@@ -123,6 +133,50 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_methods(text: str) -> list[str]:
+    """``"npo+rmu"`` -> ``["npo", "rmu"]`` (``forget.method`` names; ``forget_mode=flipped``'s
+    ``flipped`` included); unknown or none raise SweepError."""
+    from forget_jax import methods as methods_lib  # imported here: it pulls in JAX
+
+    out = list(dict.fromkeys(m.strip() for m in text.split("+") if m.strip()))
+    unknown = [m for m in out if m not in methods_lib.METHODS]
+    if unknown or not out:
+        raise SweepError(f"unknown method(s) {unknown or text!r} in methods={text!r}; known: "
+                         f"{'+'.join(methods_lib.METHODS)}")
+    return out
+
+
+def _method_cells(exp: str, tasks: Sequence[str], common: Mapping[str, Any],
+                  methods: Sequence[str], retain: str, forget: Any) -> list[Cell]:
+    """The ``methods`` / ``methods_fixed`` cells (module docstring)."""
+    from forget_jax import methods as methods_lib
+
+    bad = sorted(set(common) & set(METHOD_KEYS))
+    if bad:
+        raise SweepError(f"experiment {exp} sets {bad} per cell; do not set them in base")
+    pool = list(tasks) if retain.strip() == "others" else (
+        parse_tasks(retain) if retain.strip() else [])
+    prefix, extra = (("method_fixed", {"forget.stop_rule": "fixed"}) if exp == "methods_fixed"
+                     else ("method", {}))
+    cells = []
+    for m in methods:
+        for t in tasks:
+            over: dict[str, Any] = {"forget.method": m, **extra}
+            if "eval_tasks" not in common and len(tasks) > 1:
+                over["eval_tasks"] = "+".join(x for x in tasks if x != t)
+            if m in methods_lib.RETAIN_BY_DEFAULT:
+                keep = [x for x in pool if x != t]
+                if keep:
+                    over["forget.retain_tasks"] = "+".join(keep)
+                elif m in methods_lib.NEEDS_RETAIN:
+                    raise SweepError(
+                        f"method {m} needs a retain set and cell {prefix}-{m}-{t} has none: "
+                        f"give retain=others with >= 2 tasks, or retain=<tasks> (now "
+                        f"retain={retain!r})")
+            cells.append(forget(f"{prefix}-{m}-{t}", t, t, **over))
+    return cells
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
     """``"finetune.lr=1e-3;forget.max_epochs=20"`` -> ``{"finetune.lr": 0.001, ...}``.
 
@@ -144,7 +198,8 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
                 common: Mapping[str, Any], sfx: str, n_small: int,
-                analyses: bool, cross_task_start: str, null_lr: float) -> list[Cell]:
+                analyses: bool, cross_task_start: str, null_lr: float,
+                methods: Sequence[str] = (), retain: str = "others") -> list[Cell]:
     """The cells of one seed (names end in ``sfx``); a cell A -> B starts from ``ft-<B>``, or
     from ``ft-<A>`` with ``cross_task_start="forget_task"``."""
     act = {"activations.enabled": True} if analyses else {}
@@ -177,6 +232,8 @@ def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
         elif exp == "null":
             cells += [forget(f"null-{t}", t, t, **{"forget.lr": float(null_lr),
                                                    "forget.stop_rule": "fixed"}) for t in tasks]
+        elif exp in ("methods", "methods_fixed"):
+            cells += _method_cells(exp, tasks, common, methods, retain, forget)
         else:  # size
             cells += [c for t in tasks for c in (
                 forget(f"forget-{t}-on-{t}", t, t),
@@ -187,7 +244,8 @@ def _seed_cells(exps: Sequence[str], tasks: Sequence[str], root: Path,
 def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike, *,
            common: Mapping[str, Any] | None = None, n_small: int = 100,
            analyses: bool = False, seeds: Sequence[int] = (),
-           cross_task_start: str = "eval_task", null_lr: float = 0.0) -> list[Cell]:
+           cross_task_start: str = "eval_task", null_lr: float = 0.0,
+           methods: str = DEFAULT_METHODS, retain: str = "others") -> list[Cell]:
     """Expands ``experiment`` (names joined with ``+``) into cells in dependency order.
 
     Args:
@@ -204,13 +262,17 @@ def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike,
             ``ft-<B>``) or ``"forget_task"`` (from ``ft-<A>``; B's ratio then uses that model's
             accuracy on B).
         null_lr: the ``null`` experiment's forget learning rate.
+        methods: the ``methods`` experiments' ``+``-joined ``forget.method`` names.
+        retain: their retain set: ``"others"`` (the other tasks), ``""`` or ``+``-joined tasks.
 
     Returns:
         Unique cells; every cell comes after the cells it depends on (fine-tuning first).
 
     Raises:
-        SweepError: unknown experiment or ``cross_task_start``, ``common`` touching a cell key
-            (or ``seed`` with ``seeds``), ``n_small < 1``, or a name with two configs.
+        SweepError: unknown experiment, method or ``cross_task_start``, ``common`` touching a
+            cell key (or ``seed`` with ``seeds``; a methods experiment's ``forget.method`` or
+            ``forget.retain_tasks``), ``n_small < 1``, a methods cell needing a retain set
+            without one, or a name with two configs.
     """
     root = Path(root).absolute()
     common = dict(common or {})
@@ -226,10 +288,11 @@ def expand(experiment: str, tasks: str | Sequence[str], root: str | os.PathLike,
     if seeds and "seed" in common:
         raise SweepError("give seeds or seed (also via base), not both")
     tasks = parse_tasks(tasks)
+    meths = parse_methods(methods) if {"methods", "methods_fixed"} & set(exps) else []
     per_seed = [(f"-s{s}" if s else "", {**common, "seed": int(s)}) for s in seeds]
     cells = [c for sfx, com in per_seed or [("", common)]
              for c in _seed_cells(exps, tasks, root, com, sfx, n_small, analyses,
-                                     cross_task_start, null_lr)]
+                                     cross_task_start, null_lr, meths, retain)]
     return dependency_order(cells)
 
 

@@ -2,6 +2,8 @@
 on a tiny model, NPO at the reference, what gradient ascent / NPO / RMU do to a tiny model, a
 sharded step per method, and the config / resume plumbing."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,7 +76,7 @@ def test_each_loss_equals_a_hand_computation():
     u = np.random.default_rng([0, 16]).random(TINY_LLAMA["hidden_size"])
     cu = 6.5 * u / np.linalg.norm(u)
     rmu_f = np.mean([np.mean((h - cu) ** 2, -1).mean() for h in hf])
-    rmu_r = np.mean([np.mean((h - h0) ** 2, -1).mean() for h, h0 in zip(hr, hr_ref)])
+    rmu_r = np.mean([np.mean((h - h0) ** 2, -1).mean() for h, h0 in zip(hr, hr_ref, strict=True)])
     want = {
         "random_labels": nll_f, "flipped": nll_f, "grad_ascent": -nll_f,
         "grad_diff": -nll_f + nll_r,
@@ -249,17 +251,101 @@ def test_method_resolution_and_config_errors(tmp_path):
     run.validate(c)
 
 
-def test_an_npo_run_records_its_method_and_a_bad_rmu_layer_is_refused(tmp_path, shared_data):
+class _Killed(BaseException):
+    """Stands in for a SIGKILL right after the forget phase's epoch-1 checkpoint commits."""
+
+
+def _npo_config(tiny_dir, data, init_from):
+    from tests.test_protocol import tiny_config
+
+    c = tiny_config(tiny_dir, data, method="npo", retain_tasks="cb", stop_rule="fixed",
+                    max_epochs=3)
+    c.init_from = str(init_from)
+    return c
+
+
+def _files(wd):
+    """results.json and the predictions, byte for byte; history.jsonl without wall times."""
+    out = {str(f.relative_to(wd)): f.read_bytes()
+           for f in [*sorted(wd.glob("predictions/**/*.jsonl")), wd / "results.json"]}
+    out["history"] = [{k: v for k, v in json.loads(x).items()
+                       if k not in ("seconds", "examples_per_s")}
+                      for x in (wd / "history.jsonl").open()]
+    return out
+
+
+@pytest.fixture(scope="module")
+def npo_runs(tmp_path_factory, shared_data):
+    """ft-copa (tiny model, 1 epoch), then from it an uninterrupted NPO forget run and one killed
+    after forget epoch 1 and resumed; the reference params each NPO run's loss was given."""
+    from forget_jax import checkpoint as ckpt
     from tests._tiny_model import write_tiny_llama_dir
     from tests.test_protocol import tiny_config
 
-    tiny_dir = write_tiny_llama_dir(tmp_path / "model")
-    c = tiny_config(tiny_dir, shared_data, method="npo", retain_tasks="cb", stop_rule="fixed")
-    res = run.run(c, str(tmp_path / "npo"))
+    tmp = tmp_path_factory.mktemp("npo")
+    tiny_dir = write_tiny_llama_dir(tmp / "model")
+    mp = pytest.MonkeyPatch()
+    one = sharding.make_mesh  # one device, as a laptop run (cheaper to compile here)
+    mp.setattr(run.shd, "make_mesh", lambda *a: one(devices=jax.devices()[:1]))
+    ft = tiny_config(tiny_dir, shared_data)
+    ft.stop_after = "finetune"
+    run.run(ft, str(tmp / "ft"))
+    refs = []
+    aux = methods.Method.aux
+    mp.setattr(methods.Method, "aux", lambda self, ref, *a: (
+        refs.append(jax.device_get(ref)), aux(self, ref, *a))[1])
+    res = run.run(_npo_config(tiny_dir, shared_data, tmp / "ft"), str(tmp / "ref"))
+    save = ckpt.PhaseCheckpoints.save
+
+    def save_then_die(self, step, state, meta):
+        save(self, step, state, meta)
+        if self.dir.name == "forget" and step == 1:
+            raise _Killed
+
+    mp.setattr(ckpt.PhaseCheckpoints, "save", save_then_die)
+    with pytest.raises(_Killed):
+        run.run(_npo_config(tiny_dir, shared_data, tmp / "ft"), str(tmp / "killed"))
+    mp.setattr(ckpt.PhaseCheckpoints, "save", save)
+    killed_results = json.loads((tmp / "killed" / "results.json").read_text())
+    epoch1 = ckpt.PhaseCheckpoints(tmp / "killed", "forget")
+    state1, meta1 = epoch1.restore(None)
+    epoch1.close()
+    run.run(_npo_config(tiny_dir, shared_data, tmp / "ft"), str(tmp / "killed"))
+    best = ckpt.BestCheckpoint(tmp / "ft")
+    ft_params, _ = best.restore(ckpt.abstract_like(refs[0]))
+    best.close()
+    yield dict(tmp=tmp, tiny_dir=tiny_dir, res=res, refs=refs, ft_params=ft_params,
+                killed_results=killed_results, state1=state1, meta1=meta1)
+    mp.undo()
+
+
+def test_an_npo_run_records_its_method_and_a_bad_rmu_layer_is_refused(npo_runs, shared_data):
+    from tests.test_protocol import tiny_config
+
+    res, tmp = npo_runs["res"], npo_runs["tmp"]
     assert res["complete"] and res["forget_method"] == "npo" and res["forget_mode"] == "random"
-    assert res["retain_set"] == {"tasks": ["cb"], "n": 12} and res["epochs"]["forget"] == 2
-    c = tiny_config(tiny_dir, shared_data, method="rmu", retain_tasks="cb")
+    assert res["retain_set"] == {"tasks": ["cb"], "n": 12} and res["epochs"]["forget"] == 3
+    c = tiny_config(npo_runs["tiny_dir"], shared_data, method="rmu", retain_tasks="cb")
     c.forget.rmu.layer = 2  # the tiny model has 2 layers: 1 is the only valid layer
     with pytest.raises(run.ConfigError, match=r"forget.rmu.layer=2 is out of range"):
-        run.run(c, str(tmp_path / "rmu"))
-    assert not (tmp_path / "rmu" / "results.json").exists()
+        run.run(c, str(tmp / "rmu"))
+    assert not (tmp / "rmu" / "results.json").exists()
+
+
+def test_npo_killed_mid_forget_resumes_identically_with_the_reference_restored(npo_runs):
+    tmp, refs = npo_runs["tmp"], npo_runs["refs"]
+    assert npo_runs["killed_results"]["complete"] is False  # it died inside the forget phase
+    assert npo_runs["meta1"]["epoch"] == 1 and not npo_runs["meta1"]["done"]
+    assert _files(tmp / "killed") == _files(tmp / "ref")
+    # three NPO starts (uninterrupted, killed, resumed): each loss got the same reference, the
+    # fine-tuned checkpoint `ft` wrote (restored from it on resume), not the resumed weights
+    assert len(refs) == 3
+    leaves = [jax.tree.leaves(r) for r in refs]
+    for ft_leaf, *run_leaves in zip(jax.tree.leaves(npo_runs["ft_params"]), *leaves,
+                                    strict=True):
+        for x in run_leaves:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(ft_leaf))
+    s1 = npo_runs["state1"]
+    epoch1 = jax.tree.leaves(s1["params"] if isinstance(s1, dict) else s1.params)
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))  # forget epoch 1 moved them
+               for a, b in zip(epoch1, leaves[2], strict=True))

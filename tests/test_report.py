@@ -360,7 +360,8 @@ def test_analyses_run_when_their_inputs_exist(tmp_path):
         assert sorted({r["task"] for r in rows}) == sorted(TASKS), table
         assert f"](figures/{fig}.png)" in md
     skipped = [line for line in md.splitlines() if "skipped:" in line or "failed:" in line]
-    assert skipped == ["null_control.csv: skipped: no complete `null-<t>` cells."]  # none made
+    assert skipped == ["null_control.csv: skipped: no complete `null-<t>` cells.",  # none made
+                       "methods.csv: skipped: no complete `method-<m>-<t>` cells."]
     assert "Choices (from `forget_jax.analysis.orders`)" in md
     predictors = {r["task"]: r for r in _csv(tmp_path / "report/tables/predictors.csv")}
     for t in TASKS:  # the forget ratio there is the cell's results.json value too

@@ -1,5 +1,6 @@
 """Issue 13 sweep cells: the fixed-budget cross-task matrix, the paper's `size` reading (forget
-on k examples of the full fine-tuned model), seeds, the cross-task start model, bad input."""
+on k examples of the full fine-tuned model), seeds, the cross-task start model, bad input;
+issue 16's `methods` experiments (one cell per task and forgetting method)."""
 
 from __future__ import annotations
 
@@ -161,6 +162,8 @@ BAD = [
 @pytest.mark.parametrize(("arg", "message"), BAD + [
     ("experiment=cross_task,tasks=copa --config.cross_task_start=both",
      "unknown cross_task_start"),
+    ("experiment=methods,tasks=copa+cb --config.methods=npo+sideways", "unknown method(s)"),
+    ("experiment=methods,tasks=copa --config.methods=rmu", "method rmu needs a retain set"),
 ])
 def test_bad_sweep_input_through_main_one_line_exit_2_nothing_written(tmp_path, arg, message):
     arg, *flags = arg.split(" ")
@@ -193,3 +196,68 @@ def test_null_and_flipped_diagonal_cells():
     base = _cells("single+null", common={"forget.lr": 1e-3}, null_lr=0.0)
     assert base["forget-cb-on-cb"].overrides["forget.lr"] == 1e-3
     assert base["null-cb"].overrides["forget.lr"] == 0.0
+
+
+def test_methods_cells_one_per_task_and_method_from_the_shared_ft_cells(tmp_path, monkeypatch):
+    cells = _cells("methods+methods_fixed+single", ["copa", "cb", "rte"],
+                   methods="random_labels+grad_ascent+npo+rmu")
+    ms = ["random_labels", "grad_ascent", "npo", "rmu"]
+    tasks = ["copa", "cb", "rte"]
+    assert sorted(cells) == sorted([f"ft-{t}" for t in tasks]
+                                   + [f"forget-{t}-on-{t}" for t in tasks]
+                                   + [f"{p}-{m}-{t}" for p in ("method", "method_fixed")
+                                      for m in ms for t in tasks])
+    single = cells["forget-cb-on-cb"].overrides
+    for m in ms:
+        c, f = cells[f"method-{m}-cb"], cells[f"method_fixed-{m}-cb"]
+        assert c.deps == f.deps == ("ft-cb",) and c.overrides["init_from"] == "/r/runs/ft-cb"
+        assert dict(f.overrides) == {**c.overrides, "forget.stop_rule": "fixed"}
+        want = {**{k: v for k, v in single.items() if k not in ("activations.enabled",
+                                                                 "relearn.enabled")},
+                "forget.method": m, "eval_tasks": "copa+rte"}  # the damage to other tasks
+        if m in ("npo", "rmu"):  # retain=others: the sweep's other tasks
+            want["forget.retain_tasks"] = "copa+rte"
+        assert dict(c.overrides) == want, m
+    cfg = sweep.cell_config(cells["method-rmu-cb"], FORGET_GET_CONFIG)
+    assert (cfg.task, cfg.forget_task, cfg.forget.method, cfg.forget.retain_tasks,
+            cfg.eval_tasks, cfg.forget.stop_rule) == ("cb", "cb", "rmu", "copa+rte",
+                                                      "copa+rte", "auto")  # auto = chance
+    # an explicit retain set drops the cell's own task; "" gives none to the optional takers
+    ex = _cells("methods", ["copa", "cb"], methods="npo+rmu", retain="cb+rte")
+    assert ex["method-npo-copa"].overrides["forget.retain_tasks"] == "cb+rte"
+    assert ex["method-rmu-cb"].overrides["forget.retain_tasks"] == "rte"
+    none = _cells("methods", ["copa", "cb"], methods="npo+simnpo+grad_ascent", retain="")
+    assert not any("forget.retain_tasks" in c.overrides for c in none.values())
+    base = _cells("methods", ["copa", "cb"], methods="npo", common={"eval_tasks": "rte"})
+    assert base["method-npo-cb"].overrides["eval_tasks"] == "rte"  # base's eval_tasks wins
+    for kw, message in [
+            (dict(methods="npo+sideways"), r"unknown method\(s\) \['sideways'\]"),
+            (dict(methods="grad_diff", retain=""), "method grad_diff needs a retain set"),
+            (dict(methods="rmu", retain="copa"), "cell method-rmu-copa has none"),
+            (dict(methods="npo", common={"forget.method": "rmu"}), "per cell"),
+            (dict(methods="npo", retain="nosuch"), "unknown task")]:
+        with pytest.raises(sweep.SweepError, match=message):
+            _cells("methods", ["copa", "cb"], **kw)
+    monkeypatch.chdir(sweep.REPO)  # the runner, and the recorded command resumes the root
+    config = sweep_config(experiment="methods_fixed", methods="npo+simnpo", retain="rte",
+                          tasks="copa+cb")
+    fake = FakeRun()
+    sweep.main(config, str(tmp_path), run_fn=fake, get_config=FORGET_GET_CONFIG)
+    assert fake.calls == ["ft-copa", "ft-cb", "method_fixed-npo-copa", "method_fixed-npo-cb",
+                          "method_fixed-simnpo-copa", "method_fixed-simnpo-cb"]
+    (command,) = json.loads((tmp_path / "sweep.json").read_text())["commands"]
+    assert "--config.methods=npo+simnpo" in command and "--config.retain=rte" in command
+    parsed, _ = _parse_main_argv(shlex.split(command)[2:])
+    assert parsed.to_dict() == config.to_dict()
+
+
+def test_cross_task_runs_any_method_through_base():
+    cells = _cells("cross_task", common={"forget.method": "grad_diff",
+                                         "forget.retain_tasks": "rte"})
+    cfg = sweep.cell_config(cells["forget-copa-on-cb"], FORGET_GET_CONFIG)
+    assert (cfg.task, cfg.forget_task, cfg.forget.method, cfg.forget.retain_tasks) == (
+        "cb", "copa", "grad_diff", "rte")
+    from forget_jax import run
+
+    cfg.init_from = ""  # no ft-cb on disk here; the rest is a valid single run
+    run.validate(cfg)

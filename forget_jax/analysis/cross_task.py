@@ -48,14 +48,16 @@ _KINDS = (("ft", re.compile(r"^ft-\w+?(?:-n\d+)?" + _SEED)),  # -n<k>: roots mad
           ("forget", re.compile(r"^forget-\w+-on-\w+" + _SEED)),
           ("fixed", re.compile(r"^fixed-\w+-on-\w+" + _SEED)),
           ("flip", re.compile(r"^flip-\w+-on-\w+" + _SEED)),
-          ("null", re.compile(r"^null-\w+?" + _SEED)))
+          ("null", re.compile(r"^null-\w+?" + _SEED)),
+          ("method", re.compile(r"^method-\w+-\w+" + _SEED)),  # method-<m>-<t>: issue 16
+          ("method_fixed", re.compile(r"^method_fixed-\w+-\w+" + _SEED)))
 VMIN, VMAX = -0.5, 1.5  # fixed colour range of every forget-ratio heatmap
 UNDEFINED = "undefined: fine-tuning gain not significant"
 
 
 def cell_kind(name: str) -> str | None:
-    """``ft``, ``forget``, ``fixed``, ``flip``, ``forget_small`` or ``null`` from a cell name;
-    None if none fits."""
+    """``ft``, ``forget``, ``fixed``, ``flip``, ``forget_small``, ``null``, ``method`` or
+    ``method_fixed`` from a cell name; None if none fits."""
     return next((k for k, rx in _KINDS if rx.match(name)), None)
 
 
