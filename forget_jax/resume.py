@@ -219,6 +219,29 @@ def complete_results(workdir: str | pathlib.Path) -> dict | None:
     return res if res.get("complete") is True else None
 
 
+def _try_lock(f) -> str | None:
+    """Takes the exclusive lock on the open lock file ``f`` without waiting: None when taken,
+    else who holds it (the holder's "pid N on host" line)."""
+    import fcntl
+
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        return f.read().strip() or "another process"
+    return None
+
+
+def lock_holder(workdir: str | pathlib.Path) -> str | None:
+    """Who holds ``workdir``'s run lock right now (see :func:`workdir_lock`), or None: lets a
+    sweep skip a cell another process is running instead of recording it as failed."""
+    path = pathlib.Path(workdir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    with open(path, "a+", encoding="utf-8") as f:
+        return _try_lock(f)  # closing the file drops a lock taken here
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str | pathlib.Path, main: bool | None = None):
     """Holds an exclusive advisory lock (``fcntl.flock``) on ``<workdir>/.lock`` while a run
@@ -229,18 +252,13 @@ def workdir_lock(workdir: str | pathlib.Path, main: bool | None = None):
     if not (rundir.is_main() if main is None else main):
         yield
         return
-    import fcntl
-
     path = pathlib.Path(workdir) / LOCK_FILE
     f = open(path, "a+", encoding="utf-8")  # held (locked) for the whole block
     try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+        holder = _try_lock(f)
+        if holder is not None:
             raise ConfigError(f"workdir {workdir} is in use by another run ({holder}; lock "
-                              f"{path}); wait for it to end or use another --workdir") from None
+                              f"{path}); wait for it to end or use another --workdir")
         f.truncate(0)
         f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         f.flush()

@@ -256,8 +256,10 @@ def run_cells(cells: Sequence[Cell], root: str | os.PathLike, *, name: str,
               index_cells: Sequence[Cell] | None = None) -> dict[str, str]:
     """Runs ``cells`` sequentially, skipping complete ones and resuming unfinished ones.
 
-    A cell whose dependency is not complete is ``blocked`` (not started). An ``Exception`` from
-    ``run_fn`` marks the cell ``failed`` and, with ``keep_going``, moves on; anything else
+    A cell whose dependency is not complete is ``blocked`` (not started); one that another
+    process is running (its workdir lock is held) stays ``running`` and is skipped. An
+    ``Exception`` from ``run_fn`` marks the cell ``failed`` and, with ``keep_going``, moves on;
+    anything else
     (KeyboardInterrupt, SystemExit, a kill) propagates and the next run picks up from disk.
 
     Args:
@@ -274,6 +276,7 @@ def run_cells(cells: Sequence[Cell], root: str | os.PathLike, *, name: str,
     """
     # Imported lazily: the single-run job pulls in JAX and the models.
     run_fn = run_fn or importlib.import_module("forget_jax.run").run
+    lock_holder = importlib.import_module("forget_jax.resume").lock_holder
     root = Path(root).absolute()
     live: dict[str, str] = {}
     secs: dict[str, float] = {}
@@ -290,6 +293,12 @@ def run_cells(cells: Sequence[Cell], root: str | os.PathLike, *, name: str,
         if blockers:
             logging.error("sweep: %s blocked, dependencies not complete: %s", cell.name, blockers)
             live[cell.name] = BLOCKED
+            continue
+        holder = lock_holder(workdir)
+        if holder is not None:  # another sweep (or a job-array task) is running this cell
+            logging.warning("sweep: %s is being run by another process (%s), skipped",
+                            cell.name, holder)
+            live[cell.name] = RUNNING
             continue
         logging.info("sweep: %s %s", "resuming" if status == PARTIAL else "starting", cell.name)
         live[cell.name] = RUNNING
@@ -310,6 +319,7 @@ def run_cells(cells: Sequence[Cell], root: str | os.PathLike, *, name: str,
                 logging.error("sweep: %s returned but results.json is not complete", cell.name)
                 live[cell.name] = FAILED
         write_index(root, name, listed, live=live, seconds=secs)
+    write_index(root, name, listed, live=live, seconds=secs)  # skipped/blocked last cells too
     return {c.name: live.get(c.name, disk_status(cell_workdir(root, c.name))) for c in cells}
 
 

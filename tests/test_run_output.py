@@ -2,6 +2,9 @@
 lines, and one TensorBoard timeline that a resumed run continues without duplicates."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator as ea
@@ -20,10 +23,25 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ref(tiny_dir, shared_data, tmp_path_factory):
-    """copa, 12 train examples, batch 3 (4 steps an epoch), 2 fine-tune + 4 forget epochs."""
+def no_torch(tmp_path_factory):
+    """Environment of a user without PyTorch (the project does not need it; the test extra
+    installs it): a sitecustomize that hides torch, so transformers' import-time "PyTorch was not
+    found" advice is really emitted -- checked here on a bare ``import transformers``."""
+    shim = tmp_path_factory.mktemp("no_torch")
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    env = {"PYTHONPATH": str(shim)}
+    bare = subprocess.run([sys.executable, "-c", "import transformers"], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=300)
+    assert "PyTorch was not found" in bare.stderr, bare.stderr[-2000:]
+    return env
+
+
+@pytest.fixture(scope="module")
+def ref(tiny_dir, shared_data, no_torch, tmp_path_factory):
+    """copa, 12 train examples, batch 3 (4 steps an epoch), 2 fine-tune + 4 forget epochs; run
+    without PyTorch, as a user who installed only the project."""
     run = tmp_path_factory.mktemp("ref") / "run"
-    r = cli(forget_args(tiny_dir, shared_data), run)
+    r = cli(forget_args(tiny_dir, shared_data), run, env_extra=no_torch)
     assert r.returncode == 0, r.stderr[-3000:]
     return run, r
 

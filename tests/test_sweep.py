@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from forget_jax import sweep
+from forget_jax import resume, sweep
 
 TASKS = ["copa", "cb", "rte"]
 FORGET_GET_CONFIG = sweep.load_forget_get_config()  # also puts the repo's configs/ on sys.path
@@ -251,6 +251,27 @@ def test_failed_cell_blocks_its_dependents_and_is_retried(tmp_path):
               json.loads((tmp_path / "sweep.json").read_text())["cells"]}
     assert status["ft-cb"] == "failed" and status["forget-rte-on-cb"] == "blocked"
     assert status["forget-cb-on-rte"] == "complete"
+    retry = FakeRun()
+    sweep.main(config, str(tmp_path), run_fn=retry, get_config=FORGET_GET_CONFIG)
+    assert sorted(retry.calls) == sorted(["ft-cb"] + [f"forget-{a}-on-cb" for a in TASKS])
+
+
+def test_cell_another_process_runs_is_skipped_not_failed(tmp_path):
+    """Two sweeps on one root: the second skips the cell whose workdir lock the first holds
+    (status stays running, not failed), blocks its dependents, runs the rest."""
+    config = sweep_config(experiment="cross_task")
+    busy = sweep.cell_workdir(tmp_path, "ft-cb")
+    busy.mkdir(parents=True)
+    second = FakeRun()
+    with resume.workdir_lock(busy, main=True), \
+            pytest.raises(sweep.SweepError, match="'ft-cb': 'running'"):
+        sweep.main(config, str(tmp_path), run_fn=second, get_config=FORGET_GET_CONFIG)
+    assert "ft-cb" not in second.calls and not any(c.endswith("-on-cb") for c in second.calls)
+    assert "forget-cb-on-rte" in second.calls
+    status = {e["name"]: e["status"] for e in
+              json.loads((tmp_path / "sweep.json").read_text())["cells"]}
+    assert status["ft-cb"] == "running" and status["forget-rte-on-cb"] == "blocked"
+    assert resume.lock_holder(busy) is None  # released: the next sweep runs it
     retry = FakeRun()
     sweep.main(config, str(tmp_path), run_fn=retry, get_config=FORGET_GET_CONFIG)
     assert sorted(retry.calls) == sorted(["ft-cb"] + [f"forget-{a}-on-cb" for a in TASKS])
