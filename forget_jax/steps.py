@@ -44,12 +44,35 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Params]:
     return graphdef, nnx.to_pure_dict(state)
 
 
-def _answer_logliks(model, h, tgt_pos, tgt_ids):
-    """Log p(token) at the gathered answer positions only: [B,S] float32."""
-    h_BSD = jnp.take_along_axis(h, tgt_pos[..., None], axis=1)
+# Most float32 logits elements the vocabulary head materializes at once (512 MB): a scoring
+# batch of 16 packed rows holds hundreds of answer tokens a row, and at Gemma 3's 262,144-token
+# vocabulary their logits alone would be ~11 GB (log-softmax doubles it).
+HEAD_CHUNK_ELEMENTS = 1 << 27
+
+
+def _head_logliks(model, h_BSD, ids_BS):
     logits_BSV = model.logits(h_BSD).astype(jnp.float32)
     logp_BSV = jax.nn.log_softmax(logits_BSV, axis=-1)
-    return jnp.take_along_axis(logp_BSV, tgt_ids[..., None], axis=-1)[..., 0]
+    return jnp.take_along_axis(logp_BSV, ids_BS[..., None], axis=-1)[..., 0]
+
+
+def _answer_logliks(model, h, tgt_pos, tgt_ids, max_elements: int = HEAD_CHUNK_ELEMENTS):
+    """Log p(token) at the gathered answer positions only: [B,S] float32.
+
+    The head runs on chunks of ``C`` answer positions (all rows at once, so the batch axis keeps
+    its sharding) with ``B*C*V <= max_elements``; a batch that fits runs as one chunk (training
+    batches always do). Chunks are rematerialized in the backward pass, so gradients do not
+    keep every chunk's logits either."""
+    h_BSD = jnp.take_along_axis(h, tgt_pos[..., None], axis=1)
+    B, S, D = h_BSD.shape
+    C = max(1, max_elements // (B * model.config.vocab_size))
+    if S <= C:
+        return _head_logliks(model, h_BSD, tgt_ids)
+    n = -(-S // C)
+    h_nBCD = jnp.pad(h_BSD, ((0, 0), (0, n * C - S), (0, 0))).reshape(B, n, C, D).swapaxes(0, 1)
+    ids_nBC = jnp.pad(tgt_ids, ((0, 0), (0, n * C - S))).reshape(B, n, C).swapaxes(0, 1)
+    ll_nBC = jax.lax.map(jax.checkpoint(lambda x: _head_logliks(model, *x)), (h_nBCD, ids_nBC))
+    return ll_nBC.swapaxes(0, 1).reshape(B, n * C)[:, :S]
 
 
 def packed_attention(seg):

@@ -103,6 +103,28 @@ def test_packed_scoring_equals_separate_sequences():
                           [[len(e.conts[0]), len(e.conts[1])] for e in encs])
 
 
+def test_chunked_vocabulary_head_equals_one_chunk():
+    """A head budget of 5 positions x 2 rows x 64 words forces 3 chunks (S=12, padded to 15):
+    log-likelihoods and their gradients equal the single-chunk head."""
+    rng = np.random.default_rng(5)
+    model = tiny_llama(4)
+    graphdef, params = steps.split_model(model)
+    h = jnp.asarray(rng.normal(size=(2, 9, 32)), jnp.float32)
+    pos = jnp.asarray(rng.integers(0, 9, size=(2, 12)), jnp.int32)
+    ids = jnp.asarray(rng.integers(0, 64, size=(2, 12)), jnp.int32)
+
+    def ll(p, h, budget):
+        return steps._answer_logliks(nnx.merge(graphdef, p), h, pos, ids, budget)
+
+    one, chunked = ll(params, h, 1 << 27), ll(params, h, 5 * 2 * 64)
+    np.testing.assert_allclose(chunked, one, rtol=1e-6, atol=1e-6)
+    assert one.shape == (2, 12)
+    grad = jax.grad(lambda p, h, b: ll(p, h, b).sum(), argnums=(0, 1))
+    g1, gc = grad(params, h, 1 << 27), grad(params, h, 5 * 2 * 64)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(gc), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
 def test_padding_rows_do_not_change_the_loss():
     rng = np.random.default_rng(2)
     encs = toy_encoded(3, rng)
