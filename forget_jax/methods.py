@@ -54,10 +54,10 @@ from forget_jax import steps as steps_lib
 
 METHODS = ("random_labels", "flipped", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu")
 NEEDS_RETAIN = ("grad_diff", "rmu")  # the other methods take a retain set if one is given
-NEEDS_REF = ("npo", "rmu")
+NEEDS_REF = ("npo", "rmu")  # a frozen copy of the fine-tuned model
 # Methods whose OpenUnlearning defaults carry the retain term (GradDiff, NPO, SimNPO and RMU all
 # extend GradDiff there): the sweep's `methods` experiment gives these the retain set.
-RETAIN_BY_DEFAULT = ("grad_diff", "npo", "simnpo", "rmu")  # a frozen copy of the fine-tuned model
+RETAIN_BY_DEFAULT = ("grad_diff", "npo", "simnpo", "rmu")
 
 
 def resolve(method: str, forget_mode: str) -> str:

@@ -273,7 +273,7 @@ def write_report(root: str | Path, *, paper_dir: str | Path | None = None,
     md.append(_section("Null control", body))
     md.append(_section("Forgetting methods (issue 16)", _made_by(
         index, report_methods.EXPERIMENTS, report_cmd) + report_methods.section(
-            runs, ivs, out, md_table)))
+            runs, ivs, out)))
 
     # the per-task analyses read one cell per task: the lowest seed of each single-task group
     diag = [g[0] for g in tables.groups(runs, "forget").values() if g[0].a == g[0].b]

@@ -141,21 +141,20 @@ def plot(rows_: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return rundir.save_figure(fig, path)
 
 
-def section(runs: Mapping[str, Run], ivs: stats.PredictionIntervals, out: Path,
-            md_table: Any) -> str:
+def section(runs: Mapping[str, Run], ivs: stats.PredictionIntervals, out: Path) -> str:
     """Writes the tables and the figure under ``out``; returns the section's markdown body
-    (a "skipped" line without method cells). ``md_table``: the report's table formatter."""
+    (a "skipped" line without method cells)."""
     main, other = rows(runs, ivs)
     if not main:
         return "\nmethods.csv: skipped: no complete `method-<m>-<t>` cells.\n"
     rundir.write_csv(main, out / "tables" / "methods.csv")
     body = (f"\n{READING}\n![{FIGURE}](figures/{FIGURE}.png)\n\nTable: "
-            "[`tables/methods.csv`](tables/methods.csv)\n\n" + md_table(main, COLUMNS))
+            "[`tables/methods.csv`](tables/methods.csv)\n\n" + tables.md_table(main, COLUMNS))
     plot(main, out / "figures" / f"{FIGURE}.png")
     if other:
         rundir.write_csv(other, out / "tables" / "methods_other_tasks.csv")
         body += ("\nDamage to other tasks, per other task. Table: "
                  "[`tables/methods_other_tasks.csv`](tables/methods_other_tasks.csv)\n\n"
-                 + md_table(other, ["method", "variant", "task", "other_task", "acc_before",
+                 + tables.md_table(other, ["method", "variant", "task", "other_task", "acc_before",
                                     "acc_after", "drop"]))
     return body

@@ -259,8 +259,8 @@ def run_cells(cells: Sequence[Cell], root: str | os.PathLike, *, name: str,
     A cell whose dependency is not complete is ``blocked`` (not started); one that another
     process is running (its workdir lock is held) stays ``running`` and is skipped. An
     ``Exception`` from ``run_fn`` marks the cell ``failed`` and, with ``keep_going``, moves on;
-    anything else
-    (KeyboardInterrupt, SystemExit, a kill) propagates and the next run picks up from disk.
+    anything else (KeyboardInterrupt, SystemExit, a kill) propagates and the next run picks up
+    from disk.
 
     Args:
         cells: cells in dependency order (as from :func:`expand`).
