@@ -6,7 +6,8 @@
 set -eu
 ROOT=${STUDY_ROOT:-runs/study-smollm2}
 DATA=${DATA_DIR:-../shared/data}
-CANDIDATES=arc_easy+piqa+sciq+creak+boolq+rte+qnli+wic
+CANDIDATES=arc_easy+piqa+sciq+creak+boolq+rte+qnli+wic  # PROTOCOL.md §3
+CANDIDATES=$CANDIDATES+arc_challenge+cola+mnli+mrpc+toxigen  # §7, second round
 BASE="limit=200;precision=mixed_bfloat16;finetune.lr=1e-2;finetune.max_epochs=4"
 BASE="$BASE;forget.lr=3e-1;forget.max_epochs=6;relearn.lr=1e-2;relearn.max_epochs=3"
 sweep() {
