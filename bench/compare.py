@@ -76,14 +76,15 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from forget_jax import host  # noqa: E402
+from forget_jax import host, xla_cpu  # noqa: E402
 
 # What main.py does first; torch runs in this process too, so both sides get the same allocator.
 MALLOC_TUNED = host.tune_malloc()
+XLA_CPU_ADDED = xla_cpu.apply()  # $FORGET_JAX_XLA_CPU (default off), before JAX's backend starts
 
 import numpy as np  # noqa: E402
 
-from bench import epoch, machine, peers, workloads  # noqa: E402
+from bench import ab, epoch, machine, peers, workloads  # noqa: E402
 
 EVAL_BATCH = 16  # ours: rows of up to batching.PACK_LEN tokens (configs: eval_batch_size=16)
 
@@ -119,6 +120,9 @@ def parse_args(argv):
                     help="timed epochs after the first (which compiles)")
     ap.add_argument("--epoch-lr", type=float, default=None,
                     help="forget lr of the epoch workload (default: configs/forget.py's)")
+    ap.add_argument("--xla-ab", default=None, metavar="SETTING",
+                    help="run the bench twice in child processes, FORGET_JAX_XLA_CPU=off then "
+                         "=SETTING (e.g. auto), and compare our rates (bench/ab.py)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.repeats, args.train_batch_sizes, args.train_steps, args.score_n = 1, "3", 2, 8
@@ -128,6 +132,9 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.xla_ab is not None:
+        return ab.run_ab(pathlib.Path(__file__), sys.argv[1:] if argv is None else argv,
+                         args.xla_ab, args.out)
     if args.max_load is not None:
         deadline = time.time() + args.wait_s
         while os.getloadavg()[0] >= args.max_load and time.time() < deadline:
@@ -167,6 +174,7 @@ def main(argv=None) -> int:
     ref, ref_tok = (None, None) if args.skip_torch else peers.torch_model(gguf_path)
 
     info, vers = machine.machine_info(MALLOC_TUNED), machine.versions()
+    info.update(xla_cpu_setting=os.environ.get(xla_cpu.ENV, "off"), xla_cpu_added=XLA_CPU_ADDED)
     print(machine.describe(info, vers, torch.get_num_threads()), flush=True)
     results = dict(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
