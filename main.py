@@ -62,9 +62,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv) -> int:
     del argv
-    from forget_jax import host
+    from forget_jax import host, xla_cpu
 
     host.tune_malloc()  # before JAX starts its threads (big step temporaries stop page-faulting)
+    xla_cpu.apply()  # $FORGET_JAX_XLA_CPU: opt-in XLA:CPU flags per CPU (default off)
     config = _CONFIG.value
     from forget_jax import logs
 
