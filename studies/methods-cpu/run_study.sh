@@ -9,7 +9,9 @@ set -eu
 MAIN=$(realpath "${MAIN_ROOT:-runs/study-smollm2}")
 ROOT=${STUDY_ROOT:-runs/study-methods}
 DATA=${DATA_DIR:-../shared/data}
-CANDIDATES=arc_easy+piqa+sciq+creak+boolq+rte+qnli+wic   # the main study's
+# the main study's candidates, as its selection table lists them (both rounds, its PROTOCOL §3, §7)
+[ -f "$MAIN/selection/selection.csv" ] || { echo "error: $MAIN/selection/selection.csv missing: run the main study's selection first" >&2; exit 2; }
+CANDIDATES=$(python -c "import csv,sys; print('+'.join(r['task'] for r in csv.DictReader(open(sys.argv[1]))))" "$MAIN/selection/selection.csv")
 # The main study's model, precision, sizes and fine-tune budget (studies/smollm2-cpu/PROTOCOL.md)
 BASE="limit=200;precision=mixed_bfloat16;finetune.lr=1e-2;finetune.max_epochs=4"
 BASE="$BASE;forget.max_epochs=6"
@@ -34,7 +36,8 @@ link_ft() {  # link_ft ROOT TASK...: the main study's complete ft-<t> cells, rea
 mkdir -p "$ROOT/selection"
 mapfile -t SEL < <(python studies/smollm2-cpu/select_tasks.py "$MAIN" "$CANDIDATES" "$ROOT/selection")
 KEPT=${SEL[0]}; TASKS=${SEL[1]}
-RETAIN=$(python -c "k='$KEPT'.split('+'); c='$TASKS'.split('+'); print(next(t for t in k if t not in c))")
+# (with <= 4 kept tasks none is left over: then the first candidate outside them, PROTOCOL.md §2)
+RETAIN=$(python -c "k='$KEPT'.split('+'); c='$TASKS'.split('+'); a='$CANDIDATES'.split('+'); print(next(t for t in k + a if t not in c))")
 echo "tasks: $TASKS; retain: $RETAIN"
 link_ft "$ROOT" ${TASKS//+/ }
 # 2. per-method lr (PROTOCOL.md §3): fixed budget of 6 epochs on the most resilient task; the
